@@ -1,0 +1,156 @@
+"""PosAttn model configuration."""
+
+from typing import Any
+
+from transformers.configuration_utils import PreTrainedConfig
+from transformers.modeling_rope_utils import RopeParameters
+
+ABSOLUTE_POSITION_ENCODING_NAMES = ("none", "sinusoidal", "learned", "dynamic", "conditional", "multiscale")
+RELATIVE_POSITION_ENCODING_NAMES = ("none", "rope", "time_rope", "alibi", "relative_bias")
+POSITION_FUSION_NAMES = ("add", "concat", "gated")
+POOLING_NAMES = ("mean", "cls")
+
+# Tokens of a clockless modality in a sample with no clocked modality sit one TMRoPE step (40 ms) apart,
+# so that a text-only sample under `time_rope` with the default `time_units_per_second` reduces to 1-D RoPE.
+CLOCKLESS_STEP_SECONDS = 0.04
+
+
+def validate_modality_spec(modalities: dict[str, dict[str, Any]]) -> None:
+    """Raise a `ValueError` naming the modality and the field when a modality declaration is unusable."""
+    if not isinstance(modalities, dict) or not modalities:
+        raise ValueError("`modalities` must be a non-empty dict mapping a modality name to its spec.")
+    for name, spec in modalities.items():
+        if not isinstance(name, str) or not name or name in ("timestamps", "labels", "label"):
+            raise ValueError(f"Modality name {name!r} is not allowed: use a non-empty string other than timestamps/labels.")
+        if not isinstance(spec, dict):
+            raise ValueError(f"Modality '{name}': spec must be a dict, got {type(spec).__name__}.")
+        unknown = set(spec) - {"input_dim", "vocab_size", "sampling_rate"}
+        if unknown:
+            raise ValueError(f"Modality '{name}': unknown spec field(s) {sorted(unknown)}.")
+        has_dim, has_vocab = spec.get("input_dim") is not None, spec.get("vocab_size") is not None
+        if has_dim == has_vocab:
+            raise ValueError(f"Modality '{name}': give exactly one of `input_dim` (features) or `vocab_size` (token ids).")
+        size = spec["input_dim"] if has_dim else spec["vocab_size"]
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            field = "input_dim" if has_dim else "vocab_size"
+            raise ValueError(f"Modality '{name}': `{field}` must be a positive int, got {size!r}.")
+        rate = spec.get("sampling_rate")
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0):
+            raise ValueError(f"Modality '{name}': `sampling_rate` must be a positive number of tokens per second or None, got {rate!r}.")
+
+
+class PosAttnConfig(PreTrainedConfig):
+    r"""
+    Configuration of a [`PosAttnModel`]: a bidirectional transformer encoder over one token sequence built from several
+    named modalities, each with its own clock.
+
+    Args:
+        modalities (`dict[str, dict]`):
+            Each modality by name: `{"input_dim": int}` for frames of floats or `{"vocab_size": int}` for integer token
+            ids, plus `"sampling_rate"` in tokens per second (None for a modality without a clock, such as text).
+        modality_names (`list[str]`, *optional*):
+            The modalities' canonical order: a token's `modality_ids` value indexes this list. Defaults to the order of
+            `modalities` at creation and is then stored explicitly, because `config.json` sorts dict keys.
+        absolute_position_encoding (`str`): one of `none`, `sinusoidal`, `learned`, `dynamic`, `conditional`,
+            `multiscale` (see `positional_encodings.py`).
+        relative_position_encoding (`str`): one of `none`, `rope`, `time_rope`, `alibi`, `relative_bias`.
+        position_fusion (`str`): how the absolute encoding meets the content: `add`, `concat` or `gated`.
+        max_position_embeddings (`int`): the `learned` table size per modality, and the training length that RoPE
+            scaling (`rope_parameters`) and the `multiscale` band range refer to. No other encoding has a maximum length.
+        rope_parameters (`dict`, *optional*): transformers' RoPE parameters (`rope_type` default, linear, dynamic, yarn...).
+        time_units_per_second (`float`): rotary ids / bias distance units per second for the time-based encodings
+            (`time_rope`, `alibi`, `relative_bias`); 25 is TMRoPE's one id per 40 ms.
+        conditional_kernel_size (`int`): kernel of the depthwise convolution of the `conditional` encoding (odd).
+        multiscale_num_bands (`int`, *optional*): frequency bands of the `multiscale` encoding; defaults to hidden_size // 2.
+        relative_attention_num_buckets / relative_attention_max_distance: T5-style buckets of the `relative_bias`
+            encoding, the distance measured in time units (`time_units_per_second`).
+        pooling (`str`): `mean` over real tokens, or `cls` (a learned token prepended at time 0).
+    """
+
+    model_type = "posattn"
+
+    modalities: dict | None = None
+    modality_names: list | None = None
+    hidden_size: int = 128
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    intermediate_size: int = 512
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_dropout: float = 0.0
+    classifier_dropout: float | None = None
+    layer_norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+    pooling: str = "mean"
+    absolute_position_encoding: str = "sinusoidal"
+    relative_position_encoding: str = "none"
+    position_fusion: str = "add"
+    max_position_embeddings: int = 512
+    rope_parameters: RopeParameters | dict | None = None
+    time_units_per_second: float = 25.0
+    conditional_kernel_size: int = 3
+    multiscale_num_bands: int | None = None
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+
+    def __post_init__(self, **kwargs):
+        if self.modalities is None:
+            self.modalities = {"features": {"input_dim": 16, "sampling_rate": 100.0}}
+        validate_modality_spec(self.modalities)
+        if self.modality_names is None:
+            self.modality_names = list(self.modalities)
+        if self.multiscale_num_bands is None:
+            self.multiscale_num_bands = self.hidden_size // 2
+        if self.rope_parameters is None:
+            self.rope_parameters = {"rope_type": "default", "rope_theta": 10000.0}
+        super().__post_init__(**kwargs)
+        self.validate_posattn()
+
+    def validate_posattn(self):
+        if sorted(self.modality_names) != sorted(self.modalities):
+            raise ValueError(
+                f"`modality_names` {self.modality_names} must list exactly the modalities {sorted(self.modalities)}."
+            )
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"`hidden_size` ({self.hidden_size}) must be a multiple of `num_attention_heads` ({self.num_attention_heads})."
+            )
+        choices = {
+            "absolute_position_encoding": ABSOLUTE_POSITION_ENCODING_NAMES,
+            "relative_position_encoding": RELATIVE_POSITION_ENCODING_NAMES,
+            "position_fusion": POSITION_FUSION_NAMES,
+            "pooling": POOLING_NAMES,
+        }
+        for field, allowed in choices.items():
+            if getattr(self, field) not in allowed:
+                raise ValueError(f"`{field}` must be one of {allowed}, got {getattr(self, field)!r}.")
+        if self.relative_position_encoding in ("rope", "time_rope") and self.head_dim % 2:
+            raise ValueError(f"Rotary encodings need an even head dimension, got {self.head_dim}.")
+        if self.conditional_kernel_size < 1 or self.conditional_kernel_size % 2 == 0:
+            raise ValueError(f"`conditional_kernel_size` must be a positive odd int, got {self.conditional_kernel_size}.")
+        if not self.time_units_per_second > 0:
+            raise ValueError(f"`time_units_per_second` must be positive, got {self.time_units_per_second}.")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def num_modalities(self) -> int:
+        return len(self.modality_names)
+
+    def modality_spec(self, name: str) -> dict[str, Any]:
+        return self.modalities[name]
+
+    @property
+    def sampling_rates(self) -> list[float | None]:
+        """Tokens per second of each modality, in `modality_names` order (None: no clock)."""
+        return [self.modalities[name].get("sampling_rate") for name in self.modality_names]
+
+    @property
+    def max_feature_dim(self) -> int:
+        """Width of the packed `input_values` tensor: the largest `input_dim` of any feature modality (0 if none)."""
+        return max((spec.get("input_dim") or 0) for spec in self.modalities.values())
+
+
+__all__ = ["PosAttnConfig"]

@@ -1,0 +1,448 @@
+"""The positional-encoding family of PosAttn: absolute encodings, their fusion with content, and relative encodings.
+
+Every encoding reads one [`TokenPositions`] record, built once per forward pass, so that index-based and time-based
+encodings see the same tokens. Each is one small class behind one of three registries, selected by the config:
+
+- `ABSOLUTE_POSITION_ENCODINGS[config.absolute_position_encoding]`: `(content, positions) -> (B, L, H)`;
+- `POSITION_FUSIONS[config.position_fusion]`: `(content, encoding, modality_ids) -> (B, L, H)`;
+- `RELATIVE_POSITION_ENCODINGS[config.relative_position_encoding]`: either rotary (returns `cos, sin` applied to q/k, so
+  fused attention kernels still run) or a score bias (`dense_bias` for eager/sdpa, `score_mod` for FlexAttention).
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
+
+from .configuration_posattn import CLOCKLESS_STEP_SECONDS, PosAttnConfig
+
+
+@dataclass
+class TokenPositions:
+    """Where every token of a packed batch sits. All tensors are `(batch, seq_len)`.
+
+    Attributes:
+        position_ids: index of the token within its own modality in its sample (0 for padding).
+        timestamps: time of the token in seconds on the sample's shared clock (0 for padding).
+        modality_ids: index into `config.modality_names`.
+        mask: True for real tokens.
+        modality_lengths: number of real tokens of this token's modality in this sample.
+    """
+
+    position_ids: torch.Tensor
+    timestamps: torch.Tensor
+    modality_ids: torch.Tensor
+    mask: torch.Tensor
+    modality_lengths: torch.Tensor
+
+
+def modality_one_hot(modality_ids: torch.Tensor, mask: torch.Tensor, num_modalities: int) -> torch.Tensor:
+    """`(B, L, M)` indicator of each real token's modality."""
+    one_hot = nn.functional.one_hot(modality_ids.clamp(0, num_modalities - 1), num_modalities)
+    return one_hot * mask.unsqueeze(-1).long()
+
+
+def default_position_ids(modality_ids: torch.Tensor, mask: torch.Tensor, num_modalities: int) -> torch.Tensor:
+    """Index of each token within its own modality, counting real tokens in sequence order (0 for padding)."""
+    one_hot = modality_one_hot(modality_ids, mask, num_modalities)
+    running = one_hot.cumsum(dim=1) - 1
+    return (running * one_hot).sum(-1) * mask.long()
+
+
+def default_timestamps(
+    position_ids: torch.Tensor, modality_ids: torch.Tensor, mask: torch.Tensor, sampling_rates: list[float | None]
+) -> torch.Tensor:
+    """Each token's time in seconds when the user gives none.
+
+    - A clocked modality at rate r: `t_i = i / r`.
+    - A clockless modality (text) is spread evenly over the sample's duration, the end of its last clocked token:
+      `t_i = (i + 1/2) * D / T`, with T the modality's length in that sample.
+    - A sample with no clocked modality places clockless tokens one TMRoPE step (40 ms) apart: `t_i = 0.04 i`.
+    """
+    device = position_ids.device
+    num_modalities = len(sampling_rates)
+    rate = torch.tensor([r or 0.0 for r in sampling_rates], dtype=torch.float64, device=device)[modality_ids]
+    clocked = rate > 0
+    position = position_ids.double()
+    clocked_time = position / rate.clamp_min(1e-12)
+    duration = torch.where(clocked & mask, (position + 1) / rate.clamp_min(1e-12), 0.0).amax(dim=1, keepdim=True)
+    lengths = modality_one_hot(modality_ids, mask, num_modalities).sum(1).gather(1, modality_ids.clamp(0, num_modalities - 1))
+    spread = (position + 0.5) * duration / lengths.clamp_min(1)
+    clockless_time = torch.where(duration > 0, spread, position * CLOCKLESS_STEP_SECONDS)
+    timestamps = torch.where(clocked, clocked_time, clockless_time)
+    return torch.where(mask, timestamps, 0.0).float()
+
+
+def sinusoids(positions: torch.Tensor, dim: int, base: float = 10000.0) -> torch.Tensor:
+    """`[sin(p w_k), cos(p w_k)]` with `w_k = base^(-2k/dim)`, for float positions of any shape: `(..., dim)`."""
+    inv_freq = base ** (-torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) / dim)
+    angles = positions.float().unsqueeze(-1) * inv_freq
+    return torch.cat((angles.sin(), angles.cos()), dim=-1)[..., :dim]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Absolute encodings
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class SinusoidalPositionEncoding(nn.Module):
+    r"""Fixed sinusoids of the token's index within its own modality (Vaswani et al., 2017, "Attention Is All You Need").
+
+    $p_{i,2k} = \sin(i\,\omega_k),\ p_{i,2k+1} = \cos(i\,\omega_k),\ \omega_k = 10000^{-2k/d}$, computed on the fly: no
+    maximum length. This is the seed's "traditional" baseline, with its layout bug fixed (the seed indexed the batch).
+    """
+
+    def __init__(self, config: PosAttnConfig):
+        super().__init__()
+        self.dim = config.hidden_size
+
+    def forward(self, content: torch.Tensor, positions: TokenPositions) -> torch.Tensor:
+        return sinusoids(positions.position_ids, self.dim).to(content.dtype)
+
+
+class LearnedPositionEncoding(nn.Module):
+    r"""A learned table per modality (Devlin et al., 2019, BERT; Zerveas et al., 2021, TST): $p_i = E_m[i]$.
+
+    The table has `config.max_position_embeddings` rows per modality; an index past it raises a `ValueError`.
+    """
+
+    def __init__(self, config: PosAttnConfig):
+        super().__init__()
+        self.max_positions = config.max_position_embeddings
+        self.modality_names = config.modality_names
+        self.table = nn.Embedding(config.num_modalities * self.max_positions, config.hidden_size)
+
+    def forward(self, content: torch.Tensor, positions: TokenPositions) -> torch.Tensor:
+        too_long = (positions.position_ids >= self.max_positions) & positions.mask
+        if too_long.any():
+            modality = self.modality_names[int(positions.modality_ids[too_long][0])]
+            longest = int(positions.position_ids[too_long].max()) + 1
+            raise ValueError(
+                f"Modality '{modality}': {longest} tokens exceed the `learned` position table "
+                f"(max_position_embeddings={self.max_positions}). Truncate with the processor's `max_tokens`, "
+                "raise `max_position_embeddings`, or use an encoding without a maximum length."
+            )
+        index = positions.modality_ids * self.max_positions + positions.position_ids.clamp_max(self.max_positions - 1)
+        return self.table(index)
+
+
+class DynamicPositionEncoding(nn.Module):
+    r"""Sinusoids whose frequencies follow each sequence's actual length: tAPE (Foumani et al., 2023, ConvTran).
+
+    $p_{i,2k} = \sin(i\,\omega_k\,d/L),\ p_{i,2k+1} = \cos(i\,\omega_k\,d/L)$ with $L$ the length of the token's own
+    modality in its own sample. The same index in sequences of different lengths gets a different encoding; there is
+    no maximum length, and $L = 1$ is well defined. (Seed idea 1.)
+    """
+
+    def __init__(self, config: PosAttnConfig):
+        super().__init__()
+        self.dim = config.hidden_size
+
+    def forward(self, content: torch.Tensor, positions: TokenPositions) -> torch.Tensor:
+        scaled = positions.position_ids.float() * self.dim / positions.modality_lengths.clamp_min(1).float()
+        return sinusoids(scaled, self.dim).to(content.dtype)
+
+
+class ConditionalPositionEncoding(nn.Module):
+    r"""A depthwise convolution of each modality's own tokens (Chu et al., 2023, CPVT; Baevski et al., 2020, wav2vec 2.0).
+
+    $p_i = b_m + \sum_{o=-r}^{r} w_{m,o} \odot x_{i+o}\,[\text{$i+o$ is the next-by-$o$ real token of modality $m$}]$.
+
+    The kernel runs as `k` shifted multiply-adds over the packed sequence; a neighbour counts only when it is a real
+    token of the same modality at exactly index `i + o`, so neither padding nor another modality leaks in.
+    """
+
+    def __init__(self, config: PosAttnConfig):
+        super().__init__()
+        self.radius = config.conditional_kernel_size // 2
+        self.weight = nn.Parameter(torch.zeros(config.num_modalities, config.conditional_kernel_size, config.hidden_size))
+        self.bias = nn.Parameter(torch.zeros(config.num_modalities, config.hidden_size))
+
+    @staticmethod
+    def _shift(tensor: torch.Tensor, offset: int, fill) -> torch.Tensor:
+        """`out[:, i] = tensor[:, i + offset]`, filled past the ends."""
+        if offset == 0:
+            return tensor
+        shifted = torch.roll(tensor, -offset, dims=1)
+        edge = slice(-offset, None) if offset > 0 else slice(None, -offset)
+        shifted[:, edge] = fill
+        return shifted
+
+    def forward(self, content: torch.Tensor, positions: TokenPositions) -> torch.Tensor:
+        modality_ids, position_ids = positions.modality_ids, positions.position_ids
+        encoding = self.bias[modality_ids]
+        for offset in range(-self.radius, self.radius + 1):
+            neighbour_is_real = (
+                self._shift(positions.mask, offset, False)
+                & (self._shift(modality_ids, offset, -1) == modality_ids)
+                & (self._shift(position_ids, offset, -1) == position_ids + offset)
+            )
+            neighbour = self._shift(content, offset, 0.0) * neighbour_is_real.unsqueeze(-1)
+            encoding = encoding + self.weight[:, offset + self.radius][modality_ids] * neighbour
+        return encoding
+
+
+class MultiScalePositionEncoding(nn.Module):
+    r"""Continuous time in seconds over log-spaced frequency bands, with a learned gain per modality and band.
+
+    $p(t)_m = [g_{m,k}\sin(2\pi t / P_k),\ g_{m,k}\cos(2\pi t / P_k)]_k$ (then a linear map if $2K \ne d$), with periods
+    $P_k$ geometric from two frames of the fastest modality (its Nyquist period: a period of one frame is constant on
+    the frame grid) to the longest sequence, `max_position_embeddings` frames of the slowest modality. All modalities
+    share one time axis, so tokens of any two modalities at the same moment get the same encoding up to the gains.
+    Fourier features as in Perceiver (Jaegle et al., 2021) over time as in TMRoPE (Qwen2.5-Omni, 2025). (Seed idea 2.)
+    """
+
+    def __init__(self, config: PosAttnConfig):
+        super().__init__()
+        rates = [rate for rate in config.sampling_rates if rate] or [1.0 / CLOCKLESS_STEP_SECONDS]
+        self.shortest_period = 2.0 / max(rates)
+        self.longest_period = max(config.max_position_embeddings / min(rates), 2 * self.shortest_period)
+        num_bands = self.num_bands = config.multiscale_num_bands
+        self.angular_frequencies = nn.Buffer(self.initial_buffers()["angular_frequencies"], persistent=False)
+        self.gain = nn.Parameter(torch.ones(config.num_modalities, num_bands))
+        self.projection = None if 2 * num_bands == config.hidden_size else nn.Linear(2 * num_bands, config.hidden_size, bias=False)
+
+    def initial_buffers(self) -> dict[str, torch.Tensor]:
+        periods = torch.logspace(math.log10(self.shortest_period), math.log10(self.longest_period), self.num_bands)
+        return {"angular_frequencies": 2 * math.pi / periods}
+
+    def forward(self, content: torch.Tensor, positions: TokenPositions) -> torch.Tensor:
+        angles = positions.timestamps.float().unsqueeze(-1) * self.angular_frequencies
+        gain = self.gain[positions.modality_ids]
+        encoding = torch.cat((gain * angles.sin(), gain * angles.cos()), dim=-1)
+        if self.projection is not None:
+            encoding = self.projection(encoding)
+        return encoding.to(content.dtype)
+
+
+ABSOLUTE_POSITION_ENCODINGS: dict[str, type[nn.Module] | None] = {
+    "none": None,
+    "sinusoidal": SinusoidalPositionEncoding,
+    "learned": LearnedPositionEncoding,
+    "dynamic": DynamicPositionEncoding,
+    "conditional": ConditionalPositionEncoding,
+    "multiscale": MultiScalePositionEncoding,
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Fusion of an absolute encoding with content (seed idea 3)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class AddFusion(nn.Module):
+    r"""$x + p$ (Vaswani et al., 2017)."""
+
+    def __init__(self, config: PosAttnConfig):
+        super().__init__()
+
+    def forward(self, content: torch.Tensor, encoding: torch.Tensor, modality_ids: torch.Tensor) -> torch.Tensor:
+        return content + encoding
+
+
+class ConcatFusion(nn.Module):
+    r"""$W[x; p] + b$: a learned projection of content and position side by side (as in Transformer-XL-style concat PE
+    studies, e.g. Ke et al., 2021, TUPE, which argue against mixing them by addition)."""
+
+    def __init__(self, config: PosAttnConfig):
+        super().__init__()
+        self.projection = nn.Linear(2 * config.hidden_size, config.hidden_size)
+
+    def forward(self, content: torch.Tensor, encoding: torch.Tensor, modality_ids: torch.Tensor) -> torch.Tensor:
+        return self.projection(torch.cat((content, encoding), dim=-1))
+
+
+class GatedFusion(nn.Module):
+    r"""$x + \sigma(W_m[x; p] + b_m) \odot p$: a content-dependent gate per modality that decides, per token and
+    channel, how much position to let in (gating as in highway networks, Srivastava et al., 2015)."""
+
+    def __init__(self, config: PosAttnConfig):
+        super().__init__()
+        self.gates = nn.ModuleList(nn.Linear(2 * config.hidden_size, config.hidden_size) for _ in config.modality_names)
+
+    def forward(self, content: torch.Tensor, encoding: torch.Tensor, modality_ids: torch.Tensor) -> torch.Tensor:
+        gate_logits = apply_per_modality(self.gates, torch.cat((content, encoding), dim=-1), modality_ids, content.shape[-1])
+        return content + torch.sigmoid(gate_logits) * encoding
+
+
+POSITION_FUSIONS: dict[str, type[nn.Module]] = {"add": AddFusion, "concat": ConcatFusion, "gated": GatedFusion}
+
+
+def apply_per_modality(
+    modules: nn.ModuleList, inputs: torch.Tensor, modality_ids: torch.Tensor, out_dim: int, in_dims: list[int] | None = None
+) -> torch.Tensor:
+    """Run `modules[m]` on the tokens of modality `m` (reading their first `in_dims[m]` channels): one call per modality."""
+    output = inputs.new_zeros(*modality_ids.shape, out_dim)
+    for index, module in enumerate(modules):
+        selected = modality_ids == index
+        if in_dims is not None:
+            output[selected] = module(inputs[selected][..., : in_dims[index]]).to(output.dtype)
+        else:
+            output[selected] = module(inputs[selected]).to(output.dtype)
+    return output
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Relative encodings
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary_pos_emb(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    """Rotate `(B, heads, L, head_dim)` queries and keys by `(B, L, head_dim)` angles."""
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+
+
+class RotaryPositionEncoding(nn.Module):
+    r"""RoPE on the token index within its modality (Su et al., 2021, RoFormer).
+
+    $q_i, k_j$ are rotated by $i\theta_k$, $\theta_k = b^{-2k/d}$, so $q_i^\top k_j$ depends on $i - j$ only. The
+    frequencies and their length scaling (linear, dynamic NTK, YaRN...) come from `config.rope_parameters` through
+    transformers' `ROPE_INIT_FUNCTIONS`; `config.max_position_embeddings` is the training length they refer to.
+    """
+
+    kind = "rotary"
+
+    def __init__(self, config: PosAttnConfig):
+        super().__init__()
+        self.config = config
+        self.rope_type = config.rope_parameters.get("rope_type", "default")
+        self.max_seq_len_cached = config.max_position_embeddings
+        self.original_max_seq_len = config.max_position_embeddings
+        inv_freq, self.attention_scaling = self._rope_init_fn(config)
+        self.inv_freq = nn.Buffer(inv_freq, persistent=False)
+        self.original_inv_freq = nn.Buffer(inv_freq.clone(), persistent=False)
+
+    @property
+    def _rope_init_fn(self) -> Callable:
+        return self.compute_default_rope_parameters if self.rope_type == "default" else ROPE_INIT_FUNCTIONS[self.rope_type]
+
+    def initial_buffers(self) -> dict[str, torch.Tensor]:
+        inv_freq, _ = self._rope_init_fn(self.config)
+        return {"inv_freq": inv_freq, "original_inv_freq": inv_freq}
+
+    @staticmethod
+    def compute_default_rope_parameters(config: PosAttnConfig, device=None, seq_len=None, **kwargs):
+        base, dim = config.rope_parameters["rope_theta"], config.head_dim
+        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float, device=device) / dim))
+        return inv_freq, 1.0
+
+    def rotary_positions(self, positions: TokenPositions) -> torch.Tensor:
+        return positions.position_ids
+
+    def forward(self, hidden_states: torch.Tensor, positions: TokenPositions) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._cos_sin(hidden_states, self.rotary_positions(positions))
+
+    @torch.no_grad()
+    @dynamic_rope_update
+    def _cos_sin(self, x: torch.Tensor, position_ids: torch.Tensor):
+        freqs = position_ids.unsqueeze(-1).float() * self.inv_freq.to(device=x.device, dtype=torch.float)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return (emb.cos() * self.attention_scaling).to(x.dtype), (emb.sin() * self.attention_scaling).to(x.dtype)
+
+
+class TimeRotaryPositionEncoding(RotaryPositionEncoding):
+    r"""RoPE on absolute time: TMRoPE (Xu et al., 2025, Qwen2.5-Omni), rotary id = seconds x `time_units_per_second`.
+
+    An audio frame at 100 Hz and a video frame at 25 Hz at the same moment get the same phase, so $q_i^\top k_j$
+    depends only on $t_i - t_j$, whatever the modalities' rates. Ids are kept fractional rather than floored to the
+    40 ms grid, so alignment is exact for any rate.
+    """
+
+    def rotary_positions(self, positions: TokenPositions) -> torch.Tensor:
+        return positions.timestamps * self.config.time_units_per_second
+
+
+class ALiBiPositionBias(nn.Module):
+    r"""ALiBi (Press et al., 2022): a per-head linear penalty on distance, here distance in time across modalities.
+
+    $b_h(i, j) = -s_h\,|t_j - t_i|\,u$ with $u$ = `time_units_per_second` and slopes $s_h = 2^{-8(h+1)/H}$.
+    """
+
+    kind = "bias"
+
+    def __init__(self, config: PosAttnConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.slopes = nn.Buffer(self.initial_buffers()["slopes"], persistent=False)
+        self.time_units_per_second = config.time_units_per_second
+
+    def initial_buffers(self) -> dict[str, torch.Tensor]:
+        heads = torch.arange(1, self.num_heads + 1, dtype=torch.float32)
+        return {"slopes": 2.0 ** (-8.0 * heads / self.num_heads)}
+
+    def score(self, time_delta: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+        return -self.slopes[head] * (time_delta * self.time_units_per_second).abs()
+
+
+class RelativeTimeBias(nn.Module):
+    r"""A learned per-head bias over log-bucketed time distance, as in T5 (Raffel et al., 2020).
+
+    $b_h(i, j) = B[\mathrm{bucket}(\mathrm{round}((t_j - t_i)\,u)), h]$: exact buckets for small distances, log-spaced
+    up to `relative_attention_max_distance` time units, separate buckets for each direction.
+    """
+
+    kind = "bias"
+
+    def __init__(self, config: PosAttnConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.num_buckets = config.relative_attention_num_buckets
+        self.max_distance = config.relative_attention_max_distance
+        self.time_units_per_second = config.time_units_per_second
+        self.relative_attention_bias = nn.Embedding(self.num_buckets, config.num_attention_heads)
+
+    def bucket(self, time_delta: torch.Tensor) -> torch.Tensor:
+        relative_position = torch.round(time_delta * self.time_units_per_second).long()
+        half = self.num_buckets // 2
+        direction = (relative_position > 0).long() * half
+        distance = relative_position.abs()
+        max_exact = half // 2
+        log_ratio = torch.log(distance.float().clamp_min(1) / max_exact) / math.log(self.max_distance / max_exact)
+        far = (max_exact + log_ratio * (half - max_exact)).long().clamp_max(half - 1)
+        return direction + torch.where(distance < max_exact, distance, far)
+
+    def score(self, time_delta: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+        return self.relative_attention_bias.weight[self.bucket(time_delta), head]
+
+
+RELATIVE_POSITION_ENCODINGS: dict[str, type[nn.Module] | None] = {
+    "none": None,
+    "rope": RotaryPositionEncoding,
+    "time_rope": TimeRotaryPositionEncoding,
+    "alibi": ALiBiPositionBias,
+    "relative_bias": RelativeTimeBias,
+}
+
+
+def dense_attention_bias(encoding: nn.Module, positions: TokenPositions, dtype: torch.dtype) -> torch.Tensor:
+    """`(B, heads, L, L)` float mask: the encoding's bias on real keys, the dtype's minimum on padding keys.
+
+    This is the sdpa/eager fallback; FlexAttention computes the same score inside the kernel (`flex_score_mod`).
+    """
+    times = positions.timestamps
+    time_delta = (times[:, None, :] - times[:, :, None]).unsqueeze(1)
+    heads = torch.arange(encoding.num_heads, device=times.device).view(1, -1, 1, 1)
+    bias = encoding.score(time_delta, heads).to(dtype)
+    padding = ~positions.mask[:, None, None, :]
+    return bias.masked_fill(padding, torch.finfo(dtype).min)
+
+
+def flex_score_mod(encoding: nn.Module, positions: TokenPositions) -> Callable:
+    """FlexAttention `score_mod` adding the encoding's bias and masking padding keys, with no L x L tensor."""
+    times, mask = positions.timestamps, positions.mask
+
+    def score_mod(score, batch, head, query_index, key_index):
+        biased = score + encoding.score(times[batch, key_index] - times[batch, query_index], head)
+        return torch.where(mask[batch, key_index], biased, -float("inf"))
+
+    return score_mod

@@ -1,0 +1,336 @@
+"""PosAttnProcessor: raw per-modality arrays -> the packed token layout that `PosAttnModel.forward` takes."""
+
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from transformers.feature_extraction_utils import BatchFeature, FeatureExtractionMixin
+
+from .configuration_posattn import CLOCKLESS_STEP_SECONDS, validate_modality_spec
+
+RESERVED_KEYS = ("timestamps", "labels", "label")
+
+
+class PosAttnProcessor(FeatureExtractionMixin):
+    r"""
+    Turns samples of named modalities into model inputs, like a tokenizer does for text.
+
+    A sample is a dict mapping a modality name to an array (`T x input_dim` floats for a feature modality, a 1-D
+    sequence of ints for a token modality), optionally with `"timestamps"` (a dict mapping a modality name to T times in
+    seconds) and `"labels"`. A sample may lack modalities. Each sample becomes one packed sequence: the tokens of its
+    modalities in `modality_names` order, each token with its modality id, its index within its modality and its time.
+
+    Times not given are filled: a clocked modality at rate r puts token i at `i / r`; a clockless one (text) is spread
+    evenly over the sample's duration, `(i + 1/2) D / T`, or 40 ms apart when nothing in the sample has a clock.
+
+    Args:
+        modalities: the same spec as `PosAttnConfig.modalities`.
+        modality_names: canonical order (defaults to the order of `modalities`).
+        normalization: `{name: {"mean": [...], "std": [...]}}` per feature modality, usually set by [`fit`].
+        max_tokens: an int for every modality, or `{name: int}`; longer modalities are truncated with a warning.
+        max_seconds: a float for every modality, or `{name: float}`; tokens at or after that time are truncated with a
+            warning.
+    """
+
+    model_input_names = ["input_values", "input_ids", "modality_ids", "position_ids", "timestamps", "attention_mask"]
+
+    def __init__(
+        self,
+        modalities: dict[str, dict[str, Any]] | None = None,
+        modality_names: list[str] | None = None,
+        normalization: dict[str, dict[str, list[float]]] | None = None,
+        max_tokens: int | dict[str, int] | None = None,
+        max_seconds: float | dict[str, float] | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if modalities is None:
+            raise ValueError("PosAttnProcessor needs `modalities`, the same spec as the model config's.")
+        validate_modality_spec(modalities)
+        self.modalities = modalities
+        self.modality_names = list(modality_names) if modality_names is not None else list(modalities)
+        if sorted(self.modality_names) != sorted(modalities):
+            raise ValueError(f"`modality_names` {self.modality_names} must list exactly the modalities {sorted(modalities)}.")
+        self.normalization = normalization or {}
+        self.max_tokens = max_tokens
+        self.max_seconds = max_seconds
+
+    @classmethod
+    def from_model_config(cls, config, **kwargs) -> "PosAttnProcessor":
+        return cls(modalities=config.modalities, modality_names=config.modality_names, **kwargs)
+
+    @property
+    def feature_dim(self) -> int:
+        return max((spec.get("input_dim") or 0) for spec in self.modalities.values())
+
+    @property
+    def has_token_modality(self) -> bool:
+        return any(spec.get("vocab_size") is not None for spec in self.modalities.values())
+
+    def _limit(self, setting, name):
+        return setting.get(name) if isinstance(setting, Mapping) else setting
+
+    # -----------------------------------------------------------------------------------------------------------------
+    # Normalisation
+    # -----------------------------------------------------------------------------------------------------------------
+
+    def fit(self, samples: Iterable[Mapping[str, Any]] | Mapping[str, list]) -> "PosAttnProcessor":
+        """Fit per-channel mean and standard deviation of every feature modality on training samples (a list of samples,
+        a dict of columns, or a `datasets.Dataset`). Channels with zero variance keep a standard deviation of 1."""
+        sums, squares, counts = {}, {}, {}
+        for sample in _iter_samples(samples):
+            for name, value in sample.items():
+                if name not in self.modalities or value is None or self.modalities[name].get("input_dim") is None:
+                    continue
+                frames = np.asarray(value, dtype=np.float64).reshape(-1, self.modalities[name]["input_dim"])
+                frames = frames[np.isfinite(frames).all(axis=1)]
+                sums[name] = sums.get(name, 0.0) + frames.sum(axis=0)
+                squares[name] = squares.get(name, 0.0) + (frames**2).sum(axis=0)
+                counts[name] = counts.get(name, 0) + len(frames)
+        self.normalization = {}
+        for name, count in counts.items():
+            if count == 0:
+                continue
+            mean = sums[name] / count
+            std = np.sqrt(np.maximum(squares[name] / count - mean**2, 0.0))
+            std = np.where(std > 1e-8, std, 1.0)
+            self.normalization[name] = {"mean": mean.tolist(), "std": std.tolist()}
+        return self
+
+    # -----------------------------------------------------------------------------------------------------------------
+    # Encoding
+    # -----------------------------------------------------------------------------------------------------------------
+
+    def __call__(
+        self,
+        samples: list[Mapping[str, Any]] | Mapping[str, list],
+        return_tensors: str | None = None,
+        padding: bool = True,
+        **kwargs,
+    ) -> BatchFeature:
+        """Encode samples. A list holds samples; a dict holds columns, as `Dataset.map(..., batched=True)` passes them.
+
+        With `padding=True` (default) returns a padded batch; with `padding=False`, unpadded per-sample rows (lists),
+        for `dataset.map(processor, batched=True, fn_kwargs={"padding": False})` and [`PosAttnDataCollator`].
+        """
+        rows = [self.encode_sample(sample, index) for index, sample in enumerate(_iter_samples(samples))]
+        if padding:
+            return self.pad(rows, return_tensors=return_tensors)
+        columns = {key: [row[key] for row in rows] for key in rows[0]} if rows else {}
+        return BatchFeature(columns)
+
+    def encode_sample(self, sample: Mapping[str, Any], index: int = 0) -> dict[str, Any]:
+        """One sample -> one unpadded packed row. Raises `ValueError` naming the sample, the modality and the problem."""
+        where = f"Sample {index}"
+        if not isinstance(sample, Mapping):
+            raise ValueError(f"{where}: expected a dict of modality name -> array, got {type(sample).__name__}.")
+        unknown = [key for key in sample if key not in self.modalities and key not in RESERVED_KEYS]
+        if unknown:
+            raise ValueError(f"{where}: unknown modality {unknown[0]!r}; this processor knows {self.modality_names}.")
+        given_times = sample.get("timestamps") or {}
+        for name in given_times:
+            if name not in self.modalities:
+                raise ValueError(f"{where}: `timestamps` for unknown modality {name!r}; known: {self.modality_names}.")
+
+        blocks = []
+        for modality_id, name in enumerate(self.modality_names):
+            value = sample.get(name)
+            times = given_times.get(name)
+            if value is None:
+                if times is not None and len(times):
+                    raise ValueError(f"{where}, modality '{name}': `timestamps` given but the modality is missing.")
+                continue
+            spec = self.modalities[name]
+            content = self._features(value, spec, f"{where}, modality '{name}'") if spec.get("input_dim") else self._token_ids(value, spec, f"{where}, modality '{name}'")
+            length = len(content)
+            if times is not None:
+                times = self._times(times, length, f"{where}, modality '{name}'")
+            if length == 0:
+                continue
+            if name in self.normalization:
+                stats = self.normalization[name]
+                content = (content - np.asarray(stats["mean"])) / np.asarray(stats["std"])
+            blocks.append([modality_id, name, content, times])
+
+        if not blocks:
+            raise ValueError(f"{where} has no tokens at all: every modality is missing or empty.")
+        self._fill_times(blocks)
+        self._truncate(blocks, where)
+
+        modality_ids = np.concatenate([np.full(len(content), mid) for mid, _, content, _ in blocks])
+        total = len(modality_ids)
+        row: dict[str, Any] = {}
+        if self.feature_dim:
+            values = np.zeros((total, self.feature_dim), dtype=np.float32)
+        if self.has_token_modality:
+            ids = np.zeros(total, dtype=np.int64)
+        start = 0
+        for _, name, content, _ in blocks:
+            stop = start + len(content)
+            if self.modalities[name].get("input_dim"):
+                values[start:stop, : content.shape[1]] = content
+            else:
+                ids[start:stop] = content
+            start = stop
+        if self.feature_dim:
+            row["input_values"] = values
+        if self.has_token_modality:
+            row["input_ids"] = ids
+        row["modality_ids"] = modality_ids.astype(np.int64)
+        row["position_ids"] = np.concatenate([np.arange(len(content)) for _, _, content, _ in blocks]).astype(np.int64)
+        row["timestamps"] = np.concatenate([times for *_, times in blocks]).astype(np.float32)
+        row["attention_mask"] = np.ones(total, dtype=np.int64)
+        label = sample.get("labels", sample.get("label"))
+        if label is not None:
+            row["labels"] = label
+        return row
+
+    @staticmethod
+    def _features(value, spec, where) -> np.ndarray:
+        array = np.asarray(value)
+        if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+            raise ValueError(f"{where}: features must be a numeric T x {spec['input_dim']} array, got dtype {array.dtype}.")
+        if array.size == 0:
+            return np.zeros((0, spec["input_dim"]))
+        if array.ndim != 2 or array.shape[1] != spec["input_dim"]:
+            raise ValueError(f"{where}: features must have shape (T, {spec['input_dim']}), got {array.shape}.")
+        array = array.astype(np.float64)
+        bad = ~np.isfinite(array).all(axis=1)
+        if bad.any():
+            raise ValueError(f"{where}: features hold NaN or Inf (first at frame {int(np.argmax(bad))}).")
+        return array
+
+    @staticmethod
+    def _token_ids(value, spec, where) -> np.ndarray:
+        array = np.asarray(value)
+        if array.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        if array.ndim != 1:
+            raise ValueError(f"{where}: token ids must be a 1-D sequence, got shape {array.shape}.")
+        if not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(f"{where}: token ids must be integers, got dtype {array.dtype}.")
+        if array.min() < 0 or array.max() >= spec["vocab_size"]:
+            raise ValueError(f"{where}: token ids must lie in [0, {spec['vocab_size']}), got {array.min()}..{array.max()}.")
+        return array.astype(np.int64)
+
+    @staticmethod
+    def _times(value, length, where) -> np.ndarray:
+        times = np.asarray(value, dtype=np.float64)
+        if times.ndim != 1 or len(times) != length:
+            raise ValueError(f"{where}: `timestamps` has shape {times.shape} but the modality has {length} tokens.")
+        if not np.isfinite(times).all():
+            raise ValueError(f"{where}: `timestamps` hold NaN or Inf.")
+        if length and times.min() < 0:
+            raise ValueError(f"{where}: `timestamps` must be >= 0 seconds, got {times.min()}.")
+        if np.any(np.diff(times) < 0):
+            raise ValueError(f"{where}: `timestamps` must be sorted (non-decreasing); position {int(np.argmax(np.diff(times) < 0)) + 1} goes back in time.")
+        return times
+
+    def _fill_times(self, blocks: list) -> None:
+        """Fill missing times: clocked `i / r`; clockless spread over the sample's duration (see class docstring)."""
+        duration = 0.0
+        for _, name, content, times in blocks:
+            rate = self.modalities[name].get("sampling_rate")
+            if times is not None:
+                duration = max(duration, times[-1] + (1.0 / rate if rate else 0.0))
+            elif rate:
+                duration = max(duration, len(content) / rate)
+        for block in blocks:
+            _, name, content, times = block
+            if times is not None:
+                continue
+            rate, positions = self.modalities[name].get("sampling_rate"), np.arange(len(content), dtype=np.float64)
+            if rate:
+                block[3] = positions / rate
+            elif duration > 0:
+                block[3] = (positions + 0.5) * duration / len(content)
+            else:
+                block[3] = positions * CLOCKLESS_STEP_SECONDS
+
+    def _truncate(self, blocks: list, where: str) -> None:
+        for block in blocks:
+            _, name, content, times = block
+            keep = len(content)
+            max_seconds = self._limit(self.max_seconds, name)
+            if max_seconds is not None:
+                keep = min(keep, int(np.searchsorted(times, max_seconds, side="left")))
+            max_tokens = self._limit(self.max_tokens, name)
+            if max_tokens is not None:
+                keep = min(keep, int(max_tokens))
+            if keep < len(content):
+                warnings.warn(
+                    f"{where}, modality '{name}': truncated from {len(content)} to {keep} tokens "
+                    f"(max_tokens={max_tokens}, max_seconds={max_seconds}).",
+                    stacklevel=4,
+                )
+                block[2], block[3] = content[:keep], times[:keep]
+        if not any(len(content) for _, _, content, _ in blocks):
+            raise ValueError(f"{where}: truncation left no tokens at all.")
+        blocks[:] = [block for block in blocks if len(block[2])]
+
+    # -----------------------------------------------------------------------------------------------------------------
+    # Padding
+    # -----------------------------------------------------------------------------------------------------------------
+
+    def pad(self, rows: list[Mapping[str, Any]], return_tensors: str | None = "pt") -> BatchFeature:
+        """Pad unpadded packed rows (from `__call__(..., padding=False)` or a mapped dataset) into one batch."""
+        if not rows:
+            raise ValueError("Cannot pad an empty list of rows.")
+        lengths = [len(row["modality_ids"]) for row in rows]
+        batch_size, longest = len(rows), max(lengths)
+        batch: dict[str, Any] = {}
+        if "input_values" in rows[0]:
+            values = np.zeros((batch_size, longest, self.feature_dim), dtype=np.float32)
+            for i, row in enumerate(rows):
+                values[i, : lengths[i]] = np.asarray(row["input_values"], dtype=np.float32).reshape(lengths[i], -1)
+            batch["input_values"] = values
+        for key, dtype in (("input_ids", np.int64), ("modality_ids", np.int64), ("position_ids", np.int64),
+                           ("timestamps", np.float32), ("attention_mask", np.int64)):
+            if key not in rows[0]:
+                continue
+            padded = np.zeros((batch_size, longest), dtype=dtype)
+            for i, row in enumerate(rows):
+                padded[i, : lengths[i]] = np.asarray(row[key], dtype=dtype)
+            batch[key] = padded
+        labels = [row.get("labels", row.get("label")) for row in rows]
+        if any(label is not None for label in labels):
+            if any(label is None for label in labels):
+                raise ValueError("Some rows carry labels and some do not.")
+            array = np.asarray(labels)
+            batch["labels"] = array.astype(np.int64 if np.issubdtype(array.dtype, np.integer) else np.float32)
+        return BatchFeature(batch, tensor_type=return_tensors)
+
+
+@dataclass
+class PosAttnDataCollator:
+    """Pads rows that a dataset mapped through [`PosAttnProcessor`] (with `padding=False`) into a batch, as
+    `DataCollatorWithPadding` does for tokenised text."""
+
+    processor: PosAttnProcessor
+    return_tensors: str = "pt"
+
+    def __call__(self, features: list[Mapping[str, Any]]) -> BatchFeature:
+        return self.processor.pad(features, return_tensors=self.return_tensors)
+
+
+def _iter_samples(samples) -> Iterable[Mapping[str, Any]]:
+    """Samples from a list of samples, or from a dict of equal-length columns (a `datasets` batch)."""
+    if isinstance(samples, Mapping):
+        columns = {key: value for key, value in samples.items()}
+        sizes = {len(value) for value in columns.values()}
+        if len(sizes) > 1:
+            raise ValueError(f"A dict of columns needs equal-length columns, got lengths {sorted(sizes)}.")
+        size = sizes.pop() if sizes else 0
+        for i in range(size):
+            sample = {key: value[i] for key, value in columns.items()}
+            if isinstance(sample.get("timestamps"), Mapping):
+                sample["timestamps"] = {k: v for k, v in sample["timestamps"].items() if v is not None}
+            yield sample
+    else:
+        yield from samples
+
+
+__all__ = ["PosAttnProcessor", "PosAttnDataCollator"]
