@@ -82,6 +82,11 @@ def flex_attention_with_score_mod(
 
     if dropout > 0:
         raise ValueError("`flex_attention` does not support attention dropout: set `attention_dropout=0.0`.")
+    if query.device.type == "cpu" and torch.is_grad_enabled() and query.requires_grad:
+        raise ValueError(
+            "torch has no FlexAttention backward on CPU: train on CPU with attn_implementation='sdpa' (the bias is then "
+            "a dense float mask), or run flex on a GPU."
+        )
     attn_output = compile_friendly_flex_attention(
         query, key, value, score_mod=score_mod, scale=scaling, training=module.training
     )
@@ -273,11 +278,18 @@ class PosAttnModel(PosAttnPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
+    def _input_embeddings_index(self) -> int:
+        specs = map(self.config.modality_spec, self.config.modality_names)
+        return next((index for index, spec in enumerate(specs) if spec.get("vocab_size") is not None), 0)
+
     def get_input_embeddings(self) -> nn.Module:
-        return self.embeddings.content[0]
+        """The token embedding table of the first token modality (the one `input_ids` index), as transformers expects;
+        for a model without a token modality, the first modality's feature projection (as vision models return their
+        patch embedding)."""
+        return self.embeddings.content[self._input_embeddings_index()]
 
     def set_input_embeddings(self, value: nn.Module):
-        self.embeddings.content[0] = value
+        self.embeddings.content[self._input_embeddings_index()] = value
 
     def token_positions(
         self,
@@ -345,6 +357,20 @@ class PosAttnModel(PosAttnPreTrainedModel):
         lengths = modality_one_hot(modality_ids, mask, config.num_modalities).sum(1).gather(1, modality_ids)
         return TokenPositions(position_ids, timestamps, modality_ids, mask, lengths)
 
+    def key_padding_mask(self, hidden_states: torch.Tensor, mask: torch.Tensor):
+        """The mask for encodings that need no score bias. For eager and sdpa it is `(B, 1, 1, L)` and broadcast over
+        queries, so no L x L tensor exists (transformers' `create_bidirectional_mask` expands it to `(B, 1, L, L)`);
+        None when nothing is padded, which keeps SDPA's fastest kernels. Flex gets transformers' BlockMask."""
+        implementation = self.config._attn_implementation
+        if implementation not in ("eager", "sdpa"):
+            return create_bidirectional_mask(self.config, hidden_states, mask.long())
+        if mask.all():
+            return None
+        if implementation == "sdpa":
+            return mask[:, None, None, :]
+        additive = torch.zeros(mask.shape, dtype=hidden_states.dtype, device=mask.device)
+        return additive.masked_fill(~mask, torch.finfo(hidden_states.dtype).min)[:, None, None, :]
+
     @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
@@ -366,7 +392,7 @@ class PosAttnModel(PosAttnPreTrainedModel):
 
         encoding, mask, score_mod, position_embeddings = self.relative_position_encoding, None, None, None
         if encoding is None or encoding.kind == "rotary":
-            mask = create_bidirectional_mask(self.config, hidden_states, positions.mask.long())
+            mask = self.key_padding_mask(hidden_states, positions.mask)
             if encoding is not None:
                 position_embeddings = encoding(hidden_states, positions)
         elif self.config._attn_implementation == "flex_attention":

@@ -1,0 +1,73 @@
+"""Shared builders for small PosAttn configs and packed batches."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import modeling_posattn  # noqa: E402  (registers the Auto classes)
+from modeling_posattn import PosAttnConfig, PosAttnProcessor  # noqa: E402
+
+DATA_DIR = Path(os.environ.get("POSATTN_DATA_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+
+# Names deliberately not in alphabetical order: the modality order must survive config.json's sorted keys.
+MODALITIES = {
+    "video": {"input_dim": 6, "sampling_rate": 25.0},
+    "audio": {"input_dim": 4, "sampling_rate": 100.0},
+    "text": {"vocab_size": 37, "sampling_rate": None},
+}
+
+ABSOLUTE = ["none", "sinusoidal", "learned", "dynamic", "conditional", "multiscale"]
+RELATIVE = ["none", "rope", "time_rope", "alibi", "relative_bias"]
+FUSIONS = ["add", "concat", "gated"]
+
+
+def tiny_config(**overrides) -> PosAttnConfig:
+    settings = dict(
+        modalities=MODALITIES,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        hidden_dropout_prob=0.0,
+        attention_dropout=0.0,
+        max_position_embeddings=64,
+        num_labels=3,
+    )
+    settings.update(overrides)
+    return PosAttnConfig(**settings)
+
+
+def random_samples(seed: int = 0, lengths=((40, 10, 5), (17, 3, 0), (80, 20, 9))) -> list[dict]:
+    """Samples with audio/video/text of the given lengths (0 = modality missing)."""
+    rng = np.random.default_rng(seed)
+    samples = []
+    for audio, video, text in lengths:
+        sample = {}
+        if audio:
+            sample["audio"] = rng.normal(size=(audio, 4)).astype(np.float32)
+        if video:
+            sample["video"] = rng.normal(size=(video, 6)).astype(np.float32)
+        if text:
+            sample["text"] = rng.integers(0, 37, size=text)
+        samples.append(sample)
+    return samples
+
+
+def batch_of(samples, modalities=MODALITIES) -> dict[str, torch.Tensor]:
+    return dict(PosAttnProcessor(modalities=modalities)(samples, return_tensors="pt"))
+
+
+def build_model(model_class=None, seed: int = 0, **overrides):
+    model_class = model_class or modeling_posattn.PosAttnModel
+    torch.manual_seed(seed)
+    return model_class(tiny_config(**overrides)).eval()
+
+
+@pytest.fixture
+def samples():
+    return random_samples()

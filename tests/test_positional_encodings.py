@@ -1,0 +1,250 @@
+"""The positional-encoding family: each encoding does what its docstring says, and nothing leaks or breaks."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import ABSOLUTE, RELATIVE, batch_of, build_model, random_samples, tiny_config
+
+from modeling_posattn import PosAttnModel
+from modeling_posattn.positional_encodings import (
+    ConditionalPositionEncoding,
+    DynamicPositionEncoding,
+    MultiScalePositionEncoding,
+    TokenPositions,
+    apply_rotary_pos_emb,
+    dense_attention_bias,
+)
+
+# one absolute encoding at a time (with `add`), one relative at a time (no absolute), and the fusions
+ENCODINGS = (
+    [dict(absolute_position_encoding=name) for name in ABSOLUTE if name != "none"]
+    + [dict(absolute_position_encoding="none", relative_position_encoding=name) for name in RELATIVE if name != "none"]
+    + [dict(absolute_position_encoding=name, position_fusion=fusion) for name in ("sinusoidal", "multiscale") for fusion in ("concat", "gated")]
+)
+IDS = ["-".join(str(value) for value in encoding.values()) for encoding in ENCODINGS]
+
+
+def single_modality_positions(length: int, rate: float, modality: int = 0) -> TokenPositions:
+    position_ids = torch.arange(length).unsqueeze(0)
+    return TokenPositions(
+        position_ids=position_ids,
+        timestamps=position_ids / rate,
+        modality_ids=torch.full((1, length), modality),
+        mask=torch.ones(1, length, dtype=torch.bool),
+        modality_lengths=torch.full((1, length), length),
+    )
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS, ids=IDS)
+@torch.no_grad()
+def test_position_matters(encoding):
+    """Permuting one modality's tokens changes the output, for every encoding except `none`."""
+    sample = random_samples(lengths=((30, 8, 5),))[0]
+    permuted = dict(sample, audio=sample["audio"][np.random.default_rng(3).permutation(30)])
+    model = build_model(**encoding)
+    original, shuffled = model(**batch_of([sample])), model(**batch_of([permuted]))
+    assert not torch.allclose(original.pooler_output, shuffled.pooler_output, atol=1e-4)
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS, ids=IDS)
+@torch.no_grad()
+def test_padding_invariance_and_eager_sdpa_equivalence(encoding):
+    samples = random_samples(lengths=((12, 3, 4), (60, 15, 9), (5, 0, 2)))
+    eager = build_model(attn_implementation="eager", **encoding)
+    sdpa = build_model(attn_implementation="sdpa", **encoding)
+    alone = eager(**batch_of(samples[:1])).last_hidden_state[0]
+    batched_eager = eager(**batch_of(samples)).last_hidden_state
+    batched_sdpa = sdpa(**batch_of(samples)).last_hidden_state
+    torch.testing.assert_close(batched_eager[0, : len(alone)], alone, atol=1e-5, rtol=0)
+    mask = batch_of(samples)["attention_mask"].bool()
+    torch.testing.assert_close(batched_sdpa[mask], batched_eager[mask], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["alibi", "relative_bias"])
+@torch.no_grad()
+def test_flex_attention_matches_eager_for_bias_encodings(name):
+    """FlexAttention computes the bias inside the kernel (`score_mod`) and matches the dense eager path."""
+    inputs = batch_of(random_samples(lengths=((20, 5, 3), (9, 2, 0))))
+    eager = build_model(relative_position_encoding=name, attn_implementation="eager", num_hidden_layers=1)
+    flex = build_model(relative_position_encoding=name, attn_implementation="flex_attention", num_hidden_layers=1)
+    mask = inputs["attention_mask"].bool()
+    torch.testing.assert_close(flex(**inputs).last_hidden_state[mask], eager(**inputs).last_hidden_state[mask], atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_kernel_friendly_encodings_pass_no_square_mask_to_sdpa(monkeypatch):
+    """With padding, sdpa gets a (B, 1, 1, L) key mask, never an L x L tensor, for every kernel-friendly encoding."""
+    seen = []
+    original = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(query, key, value, attn_mask=None, **kwargs):
+        seen.append(None if attn_mask is None else tuple(attn_mask.shape))
+        return original(query, key, value, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    inputs = batch_of(random_samples())
+    length = inputs["attention_mask"].shape[1]
+    for absolute in ABSOLUTE:
+        for relative in ("none", "rope", "time_rope"):
+            seen.clear()
+            build_model(absolute_position_encoding=absolute, relative_position_encoding=relative, attn_implementation="sdpa",
+                        max_position_embeddings=128)(**inputs)
+            assert seen and all(shape == (3, 1, 1, length) for shape in seen), (absolute, relative, seen)
+
+
+@pytest.mark.parametrize("name", ["rope", "time_rope", "alibi", "relative_bias"])
+@torch.no_grad()
+def test_translation_invariance(name):
+    """Shifting every timestamp (or index, for rope) by a constant leaves the outputs unchanged."""
+    # 100 time units per second: distances between 100 Hz / 25 Hz frames are whole units, far from rounding edges.
+    model = build_model(absolute_position_encoding="none", relative_position_encoding=name, time_units_per_second=100.0)
+    inputs = batch_of(random_samples())
+    shifted = dict(inputs)
+    if name == "rope":
+        shifted["position_ids"] = inputs["position_ids"] + 5
+    else:
+        shifted["timestamps"] = inputs["timestamps"] + 2.0
+    mask = inputs["attention_mask"].bool()
+    torch.testing.assert_close(model(**shifted).last_hidden_state[mask], model(**inputs).last_hidden_state[mask], atol=1e-5, rtol=0)
+
+
+def pair_score(model: PosAttnModel, positions: TokenPositions, query_index: int, key_index: int, query_vec, key_vec):
+    """Pre-softmax score (per head) between two tokens carrying fixed query/key vectors."""
+    encoding = model.relative_position_encoding
+    heads, head_dim, length = model.config.num_attention_heads, model.config.head_dim, positions.mask.shape[1]
+    query = torch.zeros(1, heads, length, head_dim)
+    key = torch.zeros(1, heads, length, head_dim)
+    query[0, :, query_index], key[0, :, key_index] = query_vec, key_vec
+    if encoding.kind == "rotary":
+        cos, sin = encoding(torch.zeros(1, length, model.config.hidden_size), positions)
+        query, key = apply_rotary_pos_emb(query, key, cos, sin)
+        return (query[0, :, query_index] * key[0, :, key_index]).sum(-1)
+    bias = dense_attention_bias(encoding, positions, torch.float32)[0, :, query_index, key_index]
+    return (query_vec * key_vec).sum(-1) + bias
+
+
+@pytest.mark.parametrize("name, aligned", [("time_rope", True), ("alibi", True), ("relative_bias", True), ("rope", False)])
+@torch.no_grad()
+def test_time_alignment_one_signal_at_one_and_two_times_the_rate(name, aligned):
+    """The score between two tokens depends only on their time difference, not on indices or rates. One signal at
+    25 Hz (1x) and 50 Hz (2x): frames 2 and 6 at 1x are frames 4 and 12 at 2x (0.08 s and 0.24 s). Index-based RoPE
+    is the control: it sees different index distances and scores them differently."""
+    modalities = {"slow": {"input_dim": 4, "sampling_rate": 25.0}, "fast": {"input_dim": 4, "sampling_rate": 50.0}}
+    model = build_model(modalities=modalities, absolute_position_encoding="none", relative_position_encoding=name, time_units_per_second=50.0)
+    torch.nn.init.normal_(model.relative_position_encoding.relative_attention_bias.weight) if name == "relative_bias" else None
+    generator = torch.Generator().manual_seed(0)
+    query_vec = torch.randn(model.config.num_attention_heads, model.config.head_dim, generator=generator)
+    key_vec = torch.randn(model.config.num_attention_heads, model.config.head_dim, generator=generator)
+    at_1x = pair_score(model, single_modality_positions(10, 25.0, modality=0), 2, 6, query_vec, key_vec)
+    at_2x = pair_score(model, single_modality_positions(20, 50.0, modality=1), 4, 12, query_vec, key_vec)
+    assert torch.allclose(at_1x, at_2x, atol=1e-5) == aligned
+
+
+def test_multiscale_same_time_same_encoding_up_to_gain():
+    config = tiny_config()
+    encoding = MultiScalePositionEncoding(config)
+    torch.nn.init.uniform_(encoding.gain, 0.2, 3.0)
+    audio, video = config.modality_names.index("audio"), config.modality_names.index("video")
+    # audio frame 40 at 100 Hz and video frame 10 at 25 Hz are both at 0.4 s; the third token is at 0.44 s
+    positions = TokenPositions(
+        position_ids=torch.tensor([[40, 10, 11]]),
+        timestamps=torch.tensor([[0.4, 0.4, 0.44]]),
+        modality_ids=torch.tensor([[audio, video, video]]),
+        mask=torch.ones(1, 3, dtype=torch.bool),
+        modality_lengths=torch.tensor([[80, 20, 20]]),
+    )
+    with torch.no_grad():
+        p = encoding(torch.zeros(1, 3, config.hidden_size), positions)[0]
+    gain = torch.cat((encoding.gain, encoding.gain), dim=-1).detach()
+    torch.testing.assert_close(p[0] / gain[audio], p[1] / gain[video], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(p[1], p[2], atol=1e-3)
+    # the bands span two frames of the fastest modality up to the longest sequence of the slowest
+    periods = 2 * math.pi / encoding.angular_frequencies
+    assert math.isclose(periods.min().item(), 2 / 100.0, rel_tol=1e-5)
+    assert math.isclose(periods.max().item(), config.max_position_embeddings / 25.0, rel_tol=1e-4)
+
+
+def test_dynamic_formula_and_any_length():
+    """tAPE: p(i, L) = [sin(i w_k d / L), cos(i w_k d / L)]: the same index differs across lengths; lengths 1..100 000."""
+    config = tiny_config()
+    encoding = DynamicPositionEncoding(config)
+    d = config.hidden_size
+    for length in (1, 2, 7, 1000, 100_000):
+        p = encoding(torch.zeros(1, length, d), single_modality_positions(length, 100.0))
+        assert p.shape == (1, length, d) and torch.isfinite(p).all()
+    p10 = encoding(torch.zeros(1, 10, d), single_modality_positions(10, 100.0))[0]
+    p20 = encoding(torch.zeros(1, 20, d), single_modality_positions(20, 100.0))[0]
+    omega = 10000 ** (-torch.arange(0, d, 2).float() / d)
+    expected = torch.cat((torch.sin(3 * omega * d / 10), torch.cos(3 * omega * d / 10)))
+    torch.testing.assert_close(p10[3], expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(p10[3], p20[3], atol=1e-3)
+
+
+def test_conditional_sees_only_its_own_modality():
+    """Neither padding nor a neighbouring modality leaks through the convolution."""
+    config = tiny_config(conditional_kernel_size=5)
+    encoding = ConditionalPositionEncoding(config)
+    torch.nn.init.normal_(encoding.weight)
+    positions = TokenPositions(
+        position_ids=torch.tensor([[0, 1, 2, 0, 1, 0, 0]]),
+        timestamps=torch.zeros(1, 7),
+        modality_ids=torch.tensor([[0, 0, 0, 1, 1, 0, 0]]),
+        mask=torch.tensor([[True] * 5 + [False] * 2]),
+        modality_lengths=torch.tensor([[3, 3, 3, 2, 2, 0, 0]]),
+    )
+    content = torch.randn(1, 7, config.hidden_size)
+    base = encoding(content, positions)
+    other = content.clone()
+    other[0, 3:] = torch.randn(4, config.hidden_size)  # the other modality and the padding change
+    torch.testing.assert_close(encoding(other, positions)[0, :3], base[0, :3])
+    changed = content.clone()
+    changed[0, 1] += 1.0
+    assert not torch.allclose(encoding(changed, positions)[0, 0], base[0, 0])
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS, ids=IDS)
+@torch.no_grad()
+def test_extrapolation_to_eight_times_the_configured_length(encoding):
+    """A model configured for length L runs at 8L with no error and no NaN; `learned` raises its clear error."""
+    model = build_model(max_position_embeddings=16, **encoding)
+    inputs = batch_of(random_samples(lengths=((128, 128, 16),)))
+    if encoding.get("absolute_position_encoding") == "learned":
+        with pytest.raises(ValueError, match="Modality 'video': 128 tokens exceed the `learned` position table"):
+            model(**inputs)
+        return
+    assert torch.isfinite(model(**inputs).last_hidden_state).all()
+
+
+@pytest.mark.parametrize(
+    "rope_parameters",
+    [
+        {"rope_type": "linear", "factor": 8.0, "rope_theta": 10000.0},
+        {"rope_type": "dynamic", "factor": 8.0, "rope_theta": 10000.0},
+        {"rope_type": "yarn", "factor": 8.0, "rope_theta": 10000.0},
+    ],
+    ids=lambda parameters: parameters["rope_type"],
+)
+@torch.no_grad()
+def test_rope_scaling_from_transformers(rope_parameters):
+    """RoPE length scaling is transformers' own: the frequencies differ from the default's, and 8L runs cleanly."""
+    model = build_model(absolute_position_encoding="none", relative_position_encoding="rope", max_position_embeddings=16,
+                        rope_parameters=rope_parameters)
+    default = build_model(absolute_position_encoding="none", relative_position_encoding="rope", max_position_embeddings=16)
+    inputs = batch_of(random_samples(lengths=((128, 8, 4),)))
+    assert torch.isfinite(model(**inputs).last_hidden_state).all()
+    if rope_parameters["rope_type"] != "dynamic":  # dynamic rescales at run time, from the actual length
+        assert not torch.allclose(model.relative_position_encoding.inv_freq, default.relative_position_encoding.inv_freq)
+    else:
+        assert not torch.allclose(model.relative_position_encoding.inv_freq, model.relative_position_encoding.original_inv_freq)
+        short = batch_of(random_samples(lengths=((8, 2, 0),)))
+        model(**short)  # back under the training length: the original frequencies return (no stale cache)
+        torch.testing.assert_close(model.relative_position_encoding.inv_freq, model.relative_position_encoding.original_inv_freq)
+
+
+def test_flex_training_on_cpu_gets_a_clear_error():
+    model = build_model(relative_position_encoding="alibi", attn_implementation="flex_attention", num_hidden_layers=1)
+    model.train()
+    with pytest.raises(ValueError, match="no FlexAttention backward on CPU"):
+        model(**batch_of(random_samples(lengths=((5, 2, 0),))))
