@@ -29,3 +29,17 @@ def test_posattn_sinusoidal_fix_is_not_permutation_equivariant():
         out = model(**batch_of([sample])).last_hidden_state[0]
         out_permuted = model(**batch_of([{"audio": sample["audio"][order.numpy()]}])).last_hidden_state[0]
     assert not torch.allclose(out_permuted, out[order], atol=1e-4)
+
+
+def test_seed_reference_classifier_runs_unpadded_and_refuses_padding():
+    from modeling_posattn.seed_baseline import SeedReferenceForSequenceClassification
+    from conftest import tiny_config
+
+    model = SeedReferenceForSequenceClassification(tiny_config(absolute_position_encoding="sinusoidal"))
+    assert model.config.absolute_position_encoding == "none"  # the seed's own (position-blind) encoding is the only one
+    output = model(**batch_of(random_samples(lengths=((10, 3, 2),))), labels=torch.tensor([1]))
+    assert torch.isfinite(output.loss)
+    import pytest
+
+    with pytest.raises(ValueError, match="no padding mask"):
+        model(**batch_of(random_samples()))
