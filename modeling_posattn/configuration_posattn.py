@@ -1,8 +1,13 @@
 """PosAttn model configuration."""
 
+import os
+import shutil
+from pathlib import Path
 from typing import Any
 
+from huggingface_hub.errors import StrictDataclassClassValidationError
 from transformers.configuration_utils import PreTrainedConfig
+from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.modeling_rope_utils import RopeParameters
 
 ABSOLUTE_POSITION_ENCODING_NAMES = ("none", "sinusoidal", "learned", "dynamic", "conditional", "multiscale")
@@ -13,6 +18,15 @@ POOLING_NAMES = ("mean", "cls")
 # Tokens of a clockless modality in a sample with no clocked modality sit one TMRoPE step (40 ms) apart,
 # so that a text-only sample under `time_rope` with the default `time_units_per_second` reduces to 1-D RoPE.
 CLOCKLESS_STEP_SECONDS = 0.04
+
+# The Auto classes a saved checkpoint answers to (remote code: `trust_remote_code=True`), by the flat file defining the
+# class. `save_pretrained` writes all of them into `config.json` whichever class is saved (transformers only writes the
+# saved class's own entry). The processor's entries (AutoFeatureExtractor, AutoProcessor) go to preprocessor_config.json.
+MODEL_AUTO_MAP = {
+    "AutoConfig": "configuration_posattn.PosAttnConfig",
+    "AutoModel": "modeling_posattn.PosAttnModel",
+    "AutoModelForSequenceClassification": "modeling_posattn.PosAttnForSequenceClassification",
+}
 
 
 def validate_modality_spec(modalities: dict[str, dict[str, Any]]) -> None:
@@ -106,6 +120,21 @@ class PosAttnConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         self.validate_posattn()
 
+    def validate(self):
+        """Run every `validate_*` check of this class (transformers calls this on save). The inherited `validate` runs
+        the list that `@strict` collected on `PreTrainedConfig`, missing `validate_posattn` and the override below."""
+        for name in sorted(dir(self)):
+            if name.startswith("validate_"):
+                try:
+                    getattr(self, name)()
+                except (ValueError, TypeError) as error:
+                    raise StrictDataclassClassValidationError(validator=name, cause=error) from error
+
+    def validate_rope(self):
+        """transformers' RoPE checks (an even head dimension...) only when a rotary encoding uses `rope_parameters`."""
+        if self.relative_position_encoding in ("rope", "time_rope"):
+            super().validate_rope()
+
     def validate_posattn(self):
         if sorted(self.modality_names) != sorted(self.modalities):
             raise ValueError(
@@ -151,6 +180,31 @@ class PosAttnConfig(PreTrainedConfig):
     def max_feature_dim(self) -> int:
         """Width of the packed `input_values` tensor: the largest `input_dim` of any feature modality (0 if none)."""
         return max((spec.get("input_dim") or 0) for spec in self.modalities.values())
+
+    def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs):
+        """Save `config.json`. Once the class is registered for the Auto classes (importing `modeling_posattn` does it),
+        the folder is a self-contained remote-code checkpoint whichever class was saved: `auto_map` holds every entry of
+        `MODEL_AUTO_MAP` and the files they name (with their relative imports) are copied next to `config.json`."""
+        if self._auto_class is None:
+            return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        if push_to_hub:
+            # Write the complete folder, then upload a fresh save (transformers only uploads files written after its
+            # own timestamp snapshot, which would miss the code copied here).
+            self.save_pretrained(save_directory)
+            return self.push_to_hub(kwargs.pop("repo_id", str(save_directory).split(os.path.sep)[-1]), **kwargs)
+        here = Path(__file__).parent
+        auto_map = dict(getattr(self, "auto_map", None) or {})
+        os.makedirs(save_directory, exist_ok=True)
+        for auto_class, reference in MODEL_AUTO_MAP.items():
+            source = here / f"{reference.split('.')[0]}.py"
+            if not source.is_file():  # e.g. a config loaded alone as remote code: its model file was never fetched
+                continue
+            auto_map.setdefault(auto_class, reference)
+            for file in (source, *map(Path, get_relative_import_files(str(source)))):
+                if Path(save_directory, file.name).resolve() != file.resolve():
+                    shutil.copyfile(file, Path(save_directory, file.name))
+        self.auto_map = auto_map
+        return super().save_pretrained(save_directory, **kwargs)
 
 
 __all__ = ["PosAttnConfig"]

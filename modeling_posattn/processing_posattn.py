@@ -62,6 +62,20 @@ class PosAttnProcessor(FeatureExtractionMixin):
     def from_model_config(cls, config, **kwargs) -> "PosAttnProcessor":
         return cls(modalities=config.modalities, modality_names=config.modality_names, **kwargs)
 
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        """Save `preprocessor_config.json`. Once registered for the Auto classes (importing `modeling_posattn` does it),
+        transformers copies this file and writes its `AutoFeatureExtractor` entry; the `AutoProcessor` entry is added
+        here so that both Auto classes load the processor as remote code."""
+        if self._auto_class is not None:
+            entry = f"{type(self).__module__.split('.')[-1]}.{type(self).__name__}"
+            self.auto_map = {"AutoFeatureExtractor": entry, "AutoProcessor": entry, **(getattr(self, "auto_map", None) or {})}
+        return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        # `processor_class` lets `AutoProcessor` pick this class where it is installed (no remote-code prompt) and fall
+        # back to the `auto_map` entry where it is not.
+        return {**super().to_dict(), "processor_class": type(self).__name__}
+
     @property
     def feature_dim(self) -> int:
         return max((spec.get("input_dim") or 0) for spec in self.modalities.values())
