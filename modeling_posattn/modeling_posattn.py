@@ -237,6 +237,13 @@ class PosAttnPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _can_record_outputs = {"hidden_states": PosAttnEncoderLayer, "attentions": PosAttnAttention}
 
+    def resize_token_embeddings(self, *args, **kwargs):
+        # transformers' resizing updates `config.vocab_size`, but a PosAttn vocabulary lives in the modality spec.
+        raise NotImplementedError(
+            "PosAttn keeps each token modality's vocabulary in `config.modalities[name]['vocab_size']`: change it there "
+            "and build a new model (loading old weights with `ignore_mismatched_sizes=True`)."
+        )
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):
         super()._init_weights(module)

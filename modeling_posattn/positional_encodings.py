@@ -213,10 +213,8 @@ class MultiScalePositionEncoding(nn.Module):
     def forward(self, content: torch.Tensor, positions: TokenPositions) -> torch.Tensor:
         angles = positions.timestamps.float().unsqueeze(-1) * self.angular_frequencies
         gain = self.gain[positions.modality_ids]
-        encoding = torch.cat((gain * angles.sin(), gain * angles.cos()), dim=-1)
-        if self.projection is not None:
-            encoding = self.projection(encoding)
-        return encoding.to(content.dtype)
+        encoding = torch.cat((gain * angles.sin(), gain * angles.cos()), dim=-1).to(content.dtype)
+        return self.projection(encoding) if self.projection is not None else encoding
 
 
 ABSOLUTE_POSITION_ENCODINGS: dict[str, type[nn.Module] | None] = {

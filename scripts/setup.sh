@@ -6,3 +6,5 @@ cd "$(dirname "$0")/.."
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet "torch==2.13.0"
 python -m pip install --quiet -e ".[dev]"
+# transformers' common model tests (ModelTesterMixin, ConfigTester) come from the sdist of the installed version.
+python scripts/fetch_transformers_tests.py
