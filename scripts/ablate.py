@@ -17,6 +17,9 @@ size), chosen once for all, no per-configuration tuning; each (configuration, se
 test split at the end of training (no checkpoint selection on the test split). Seeds set the initialisation, dropout and
 data order; seed s of every configuration shares the data order, which is what the paired test pairs.
 
+A grid entry holds encoding settings, and optionally `name`, `model: "seed_reference"`, `model_overrides` (other config
+fields) and `dataset_options` (merged into the recipe's loader options).
+
 A recipe may ask for follow-up configurations chosen from the first stage's results (`"expand"`):
 `best_absolute_fusions: k` reruns the k best absolute encodings (under `add`) with `concat` and `gated`;
 `best_combination: true` adds the best absolute with the best relative encoding.
@@ -88,7 +91,8 @@ def run_one(recipe: dict, settings: dict, seed: int, output_root: str) -> dict:
     data, processor, encoded = _prepared_data(recipe["dataset"]["name"], options)
 
     set_seed(seed)
-    model_settings = {**recipe["model"], **{key: settings[key] for key in ENCODING_KEYS if key in settings}}
+    model_settings = {**recipe["model"], **settings.get("model_overrides", {}),
+                      **{key: settings[key] for key in ENCODING_KEYS if key in settings}}
     config = PosAttnConfig(modalities=data.modalities, num_labels=data.num_labels, problem_type=data.problem_type,
                            attn_implementation="sdpa", **model_settings)
     model_class = SeedReferenceForSequenceClassification if settings.get("model") == "seed_reference" else PosAttnForSequenceClassification
