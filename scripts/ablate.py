@@ -79,12 +79,10 @@ def run_one(recipe: dict, settings: dict, seed: int, output_root: str) -> dict:
     import torch
 
     from transformers import Trainer, TrainingArguments, set_seed
-    from transformers.utils import logging as hf_logging
 
     from modeling_posattn import PosAttnConfig, PosAttnDataCollator, PosAttnForSequenceClassification
     from modeling_posattn.seed_baseline import SeedReferenceForSequenceClassification
 
-    hf_logging.set_verbosity_error()
     torch.set_num_threads(int(os.environ.get("POSATTN_ABLATION_THREADS", "1")))
     started = time.perf_counter()
     options = {**recipe["dataset"].get("options", {}), **settings.get("dataset_options", {})}
@@ -133,6 +131,13 @@ def run_one(recipe: dict, settings: dict, seed: int, output_root: str) -> dict:
 # ---------------------------------------------------------------------------------------------------------------------
 # Statistics and reporting
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+def quiet_worker() -> None:
+    """Pool initializer: keep the workers' transformers logging to errors (set per process, never in the caller's)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
 
 
 def paired_test(scores: dict[int, float], baseline: dict[int, float]) -> dict:
@@ -275,7 +280,7 @@ def main():
     machine = machine_description()
     stages = [[s for s in recipe["grid"] if not args.only or configuration_name(s) in args.only]]
     expanded = bool(args.only)
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+    with ProcessPoolExecutor(max_workers=args.jobs, initializer=quiet_worker) as pool:
         while stages:
             stage = stages.pop(0)
             done = {(row["configuration"], row["seed"]) for row in rows}
