@@ -226,6 +226,72 @@ class PosAttnEmbeddings(nn.Module):
         return self.dropout(hidden_states)
 
 
+def resolve_token_positions(
+    config: PosAttnConfig,
+    input_values: torch.Tensor | None,
+    input_ids: torch.Tensor | None,
+    modality_ids: torch.Tensor | None,
+    position_ids: torch.Tensor | None,
+    timestamps: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+) -> TokenPositions:
+    """Validate packed inputs (`ValueError` naming the modality and the problem) and derive where every token sits."""
+    reference = input_values if input_values is not None else input_ids
+    if reference is None:
+        raise ValueError("Pass `input_values` (feature modalities) and/or `input_ids` (token modalities).")
+    shape, device = reference.shape[:2], reference.device
+    if modality_ids is None:
+        if config.num_modalities > 1:
+            raise ValueError(f"`modality_ids` is required with several modalities {config.modality_names}.")
+        modality_ids = torch.zeros(shape, dtype=torch.long, device=device)
+    if tuple(modality_ids.shape) != tuple(shape):
+        raise ValueError(f"`modality_ids` has shape {tuple(modality_ids.shape)}, expected {tuple(shape)}.")
+    mask = torch.ones(shape, dtype=torch.bool, device=device) if attention_mask is None else attention_mask.bool()
+    modality_ids = modality_ids.long()
+    empty_rows = (~mask.any(dim=1)).nonzero().flatten()
+    if empty_rows.numel():
+        raise ValueError(
+            f"Sample(s) {empty_rows.tolist()} have no tokens at all (`attention_mask` is all zeros): attention over "
+            "an empty set is undefined. Drop these samples before calling the model."
+        )
+    out_of_range = mask & ((modality_ids < 0) | (modality_ids >= config.num_modalities))
+    if out_of_range.any():
+        raise ValueError(
+            f"`modality_ids` holds {int(modality_ids[out_of_range][0])}, outside 0..{config.num_modalities - 1} "
+            f"(modalities {config.modality_names})."
+        )
+    modality_ids = modality_ids.masked_fill(~mask, 0)
+    present = modality_one_hot(modality_ids, mask, config.num_modalities).sum(dim=(0, 1)) > 0
+    for index, name in enumerate(config.modality_names):
+        if not present[index]:
+            continue
+        spec, selected = config.modality_spec(name), mask & (modality_ids == index)
+        if spec.get("input_dim") is not None:
+            if input_values is None or input_values.dim() != 3 or input_values.shape[-1] < spec["input_dim"]:
+                got = None if input_values is None else tuple(input_values.shape)
+                raise ValueError(
+                    f"Modality '{name}': `input_values` must be (batch, seq_len, >= {spec['input_dim']}), got {got}."
+                )
+            if not torch.isfinite(input_values[selected][:, : spec["input_dim"]]).all():
+                raise ValueError(f"Modality '{name}': `input_values` holds NaN or Inf.")
+        else:
+            if input_ids is None or input_ids.is_floating_point():
+                raise ValueError(f"Modality '{name}': `input_ids` must be an integer tensor of token ids.")
+            ids = input_ids[selected]
+            if ((ids < 0) | (ids >= spec["vocab_size"])).any():
+                raise ValueError(f"Modality '{name}': `input_ids` must lie in [0, {spec['vocab_size']}).")
+    if position_ids is None:
+        position_ids = default_position_ids(modality_ids, mask, config.num_modalities)
+    position_ids = position_ids.long().masked_fill(~mask, 0)
+    if timestamps is None:
+        timestamps = default_timestamps(position_ids, modality_ids, mask, config.sampling_rates)
+    elif not torch.isfinite(timestamps[mask]).all():
+        raise ValueError("`timestamps` holds NaN or Inf.")
+    timestamps = timestamps.float().masked_fill(~mask, 0.0)
+    lengths = modality_one_hot(modality_ids, mask, config.num_modalities).sum(1).gather(1, modality_ids)
+    return TokenPositions(position_ids, timestamps, modality_ids, mask, lengths)
+
+
 class PosAttnPreTrainedModel(PreTrainedModel):
     config: PosAttnConfig
     config_class = PosAttnConfig
@@ -298,71 +364,8 @@ class PosAttnModel(PosAttnPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module):
         self.embeddings.content[self._input_embeddings_index()] = value
 
-    def token_positions(
-        self,
-        input_values: torch.Tensor | None,
-        input_ids: torch.Tensor | None,
-        modality_ids: torch.Tensor | None,
-        position_ids: torch.Tensor | None,
-        timestamps: torch.Tensor | None,
-        attention_mask: torch.Tensor | None,
-    ) -> TokenPositions:
-        """Validate the packed inputs and derive where every token sits."""
-        config = self.config
-        reference = input_values if input_values is not None else input_ids
-        if reference is None:
-            raise ValueError("Pass `input_values` (feature modalities) and/or `input_ids` (token modalities).")
-        shape, device = reference.shape[:2], reference.device
-        if modality_ids is None:
-            if config.num_modalities > 1:
-                raise ValueError(f"`modality_ids` is required with several modalities {config.modality_names}.")
-            modality_ids = torch.zeros(shape, dtype=torch.long, device=device)
-        if tuple(modality_ids.shape) != tuple(shape):
-            raise ValueError(f"`modality_ids` has shape {tuple(modality_ids.shape)}, expected {tuple(shape)}.")
-        mask = torch.ones(shape, dtype=torch.bool, device=device) if attention_mask is None else attention_mask.bool()
-        modality_ids = modality_ids.long()
-        empty_rows = (~mask.any(dim=1)).nonzero().flatten()
-        if empty_rows.numel():
-            raise ValueError(
-                f"Sample(s) {empty_rows.tolist()} have no tokens at all (`attention_mask` is all zeros): attention over "
-                "an empty set is undefined. Drop these samples before calling the model."
-            )
-        out_of_range = mask & ((modality_ids < 0) | (modality_ids >= config.num_modalities))
-        if out_of_range.any():
-            raise ValueError(
-                f"`modality_ids` holds {int(modality_ids[out_of_range][0])}, outside 0..{config.num_modalities - 1} "
-                f"(modalities {config.modality_names})."
-            )
-        modality_ids = modality_ids.masked_fill(~mask, 0)
-        present = modality_one_hot(modality_ids, mask, config.num_modalities).sum(dim=(0, 1)) > 0
-        for index, name in enumerate(config.modality_names):
-            if not present[index]:
-                continue
-            spec, selected = config.modality_spec(name), mask & (modality_ids == index)
-            if spec.get("input_dim") is not None:
-                if input_values is None or input_values.dim() != 3 or input_values.shape[-1] < spec["input_dim"]:
-                    got = None if input_values is None else tuple(input_values.shape)
-                    raise ValueError(
-                        f"Modality '{name}': `input_values` must be (batch, seq_len, >= {spec['input_dim']}), got {got}."
-                    )
-                if not torch.isfinite(input_values[selected][:, : spec["input_dim"]]).all():
-                    raise ValueError(f"Modality '{name}': `input_values` holds NaN or Inf.")
-            else:
-                if input_ids is None or input_ids.is_floating_point():
-                    raise ValueError(f"Modality '{name}': `input_ids` must be an integer tensor of token ids.")
-                ids = input_ids[selected]
-                if ((ids < 0) | (ids >= spec["vocab_size"])).any():
-                    raise ValueError(f"Modality '{name}': `input_ids` must lie in [0, {spec['vocab_size']}).")
-        if position_ids is None:
-            position_ids = default_position_ids(modality_ids, mask, config.num_modalities)
-        position_ids = position_ids.long().masked_fill(~mask, 0)
-        if timestamps is None:
-            timestamps = default_timestamps(position_ids, modality_ids, mask, config.sampling_rates)
-        elif not torch.isfinite(timestamps[mask]).all():
-            raise ValueError("`timestamps` holds NaN or Inf.")
-        timestamps = timestamps.float().masked_fill(~mask, 0.0)
-        lengths = modality_one_hot(modality_ids, mask, config.num_modalities).sum(1).gather(1, modality_ids)
-        return TokenPositions(position_ids, timestamps, modality_ids, mask, lengths)
+    def token_positions(self, input_values, input_ids, modality_ids, position_ids, timestamps, attention_mask) -> TokenPositions:
+        return resolve_token_positions(self.config, input_values, input_ids, modality_ids, position_ids, timestamps, attention_mask)
 
     def key_padding_mask(self, hidden_states: torch.Tensor, mask: torch.Tensor):
         """The mask for encodings that need no score bias. For eager and sdpa it is `(B, 1, 1, L)` and broadcast over

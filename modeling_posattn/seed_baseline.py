@@ -14,7 +14,7 @@ from torch import nn
 
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from .modeling_posattn import PosAttnEmbeddings, PosAttnMLP, PosAttnPreTrainedModel
+from .modeling_posattn import PosAttnEmbeddings, PosAttnMLP, PosAttnPreTrainedModel, resolve_token_positions
 from .seed_reference import MultiModalSelfAttention
 
 
@@ -52,9 +52,7 @@ class SeedReferenceForSequenceClassification(PosAttnPreTrainedModel):
                 attention_mask=None, labels=None, **kwargs) -> SequenceClassifierOutput:
         if attention_mask is not None and not attention_mask.bool().all():
             raise ValueError("The seed reference block has no padding mask: it only runs on batches without padding.")
-        from .modeling_posattn import PosAttnModel
-
-        positions = PosAttnModel.token_positions(self, input_values, input_ids, modality_ids, position_ids, timestamps, attention_mask)
+        positions = resolve_token_positions(self.config, input_values, input_ids, modality_ids, position_ids, timestamps, attention_mask)
         hidden_states = self.embeddings(input_values, input_ids, positions)
         for layer in self.layers:
             hidden_states = layer(hidden_states)
