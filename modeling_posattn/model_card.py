@@ -319,6 +319,7 @@ def write_model_card(
     task_type: str = "other",
     tags: list[str] | None = None,
     template_path: str | os.PathLike | None = None,
+    studies: str | None = None,
 ) -> str:
     """Write `README.md` (the model card) into `output_dir` and return its path.
 
@@ -337,6 +338,7 @@ def write_model_card(
         eval_split: the split the evaluation ran on, for the model-index.
         license, task_type, tags: metadata.
         template_path: a Jinja template (default: the repository's `model_card.md`).
+        studies: Markdown of positional-encoding studies on this dataset (see `study_summaries`), shown as a section.
     """
     config = _as_config(config)
     output_dir = Path(output_dir)
@@ -391,11 +393,23 @@ def write_model_card(
         eval_dataset_label=f"`{dataset_name}`" + (f", split `{eval_split}`" if eval_split else ""),
         limitations=limitations(config, synthetic),
         references=references(config),
+        studies=studies,
     )
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / "README.md"
     card.save(path)
     return str(path)
+
+
+def study_summaries(dataset_name: str, results_dir: str | os.PathLike | None = None) -> str | None:
+    """The committed ablation tables (`docs/results/<study>/summary.md`, written by `scripts/ablate.py`) of every study
+    on `dataset_name` (`natops` -> natops, natops_multirate, ...), as Markdown for a card; None when there are none."""
+    results_dir = Path(results_dir) if results_dir is not None else TEMPLATE_PATH.parent / "docs" / "results"
+    tables = [
+        f"### {path.parent.name}\n\n{path.read_text().strip()}"
+        for path in sorted(results_dir.glob(f"{dataset_name}*/summary.md"))
+    ]
+    return "\n\n".join(tables) if tables else None
 
 
 def validate_model_card(card: str | os.PathLike | ModelCard) -> ModelCard:

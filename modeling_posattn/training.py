@@ -850,7 +850,7 @@ def run_training(
 
 def _write_card(trainer, data, data_args, train_metrics, eval_results, eval_split, recipe) -> None:
     try:
-        from .model_card import write_model_card
+        from .model_card import study_summaries, write_model_card
     except ImportError as error:
         if error.name not in ("modeling_posattn.model_card", f"{__package__}.model_card"):
             raise
@@ -869,6 +869,7 @@ def _write_card(trainer, data, data_args, train_metrics, eval_results, eval_spli
         eval_results=clean,
         recipe=recipe,
         eval_split=eval_split,
+        studies=study_summaries(data_args.dataset_name) if data_args.dataset_name in BUILTIN_DATASETS else None,
     )
     logger.info("Model card written to %s", path)
 

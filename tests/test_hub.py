@@ -646,3 +646,23 @@ def test_publish_refuses_incomplete_or_unsafe_folders(publish_module, trained, t
     error = capsys.readouterr().err
     assert "Refusing to publish" in error and message in error
     assert hub_calls == [] and not (tmp_path / "dry").exists()
+
+
+def test_card_carries_the_dataset_studies(tmp_path):
+    from modeling_posattn import PosAttnConfig
+    from modeling_posattn.model_card import study_summaries, validate_model_card, write_model_card
+
+    results = tmp_path / "results"
+    (results / "natops_multirate").mkdir(parents=True)
+    (results / "natops_multirate" / "summary.md").write_text("| configuration | accuracy |\n|---|---|\n| time_rope | 0.900 |\n")
+    (results / "av_digits").mkdir()
+    (results / "av_digits" / "summary.md").write_text("| other | 0.1 |\n")
+    studies = study_summaries("natops", results)
+    assert "natops_multirate" in studies and "time_rope | 0.900" in studies and "other" not in studies
+    config = PosAttnConfig(modalities={"hand_tips": {"input_dim": 6, "sampling_rate": 25.0}}, hidden_size=16, num_attention_heads=2)
+    path = write_model_card(tmp_path / "card", config=config, dataset_name="natops", dataset_description="NATOPS.",
+                            training_summary={}, eval_results={"accuracy": 0.9}, studies=studies)
+    text = open(path).read()
+    assert "## Positional-encoding studies on this dataset" in text and "time_rope | 0.900" in text
+    validate_model_card(path)
+    assert study_summaries("mosi", results) is None
