@@ -261,7 +261,8 @@ def resolve_token_positions(
             f"(modalities {config.modality_names})."
         )
     modality_ids = modality_ids.masked_fill(~mask, 0)
-    present = modality_one_hot(modality_ids, mask, config.num_modalities).sum(dim=(0, 1)) > 0
+    modality_counts = modality_one_hot(modality_ids, mask, config.num_modalities).sum(dim=1)  # (B, M) real tokens
+    present = modality_counts.sum(dim=0) > 0
     for index, name in enumerate(config.modality_names):
         if not present[index]:
             continue
@@ -288,7 +289,7 @@ def resolve_token_positions(
     elif not torch.isfinite(timestamps[mask]).all():
         raise ValueError("`timestamps` holds NaN or Inf.")
     timestamps = timestamps.float().masked_fill(~mask, 0.0)
-    lengths = modality_one_hot(modality_ids, mask, config.num_modalities).sum(1).gather(1, modality_ids)
+    lengths = modality_counts.gather(1, modality_ids)
     return TokenPositions(position_ids, timestamps, modality_ids, mask, lengths)
 
 

@@ -270,17 +270,12 @@ class GatedFusion(nn.Module):
 POSITION_FUSIONS: dict[str, type[nn.Module]] = {"add": AddFusion, "concat": ConcatFusion, "gated": GatedFusion}
 
 
-def apply_per_modality(
-    modules: nn.ModuleList, inputs: torch.Tensor, modality_ids: torch.Tensor, out_dim: int, in_dims: list[int] | None = None
-) -> torch.Tensor:
-    """Run `modules[m]` on the tokens of modality `m` (reading their first `in_dims[m]` channels): one call per modality."""
+def apply_per_modality(modules: nn.ModuleList, inputs: torch.Tensor, modality_ids: torch.Tensor, out_dim: int) -> torch.Tensor:
+    """Run `modules[m]` on the tokens of modality `m`: one call per modality, none per token."""
     output = inputs.new_zeros(*modality_ids.shape, out_dim)
     for index, module in enumerate(modules):
         selected = modality_ids == index
-        if in_dims is not None:
-            output[selected] = module(inputs[selected][..., : in_dims[index]]).to(output.dtype)
-        else:
-            output[selected] = module(inputs[selected]).to(output.dtype)
+        output[selected] = module(inputs[selected]).to(output.dtype)
     return output
 
 
@@ -431,8 +426,8 @@ def dense_attention_bias(encoding: nn.Module, positions: TokenPositions, dtype: 
     time_delta = (times[:, None, :] - times[:, :, None]).unsqueeze(1)
     heads = torch.arange(encoding.num_heads, device=times.device).view(1, -1, 1, 1)
     bias = encoding.score(time_delta, heads).to(dtype)
-    padding = ~positions.mask[:, None, None, :]
-    return bias.masked_fill(padding, torch.finfo(dtype).min)
+    # in place: `bias` is a fresh (B, H, L, L) tensor, and a second one is what this fallback cannot afford
+    return bias.masked_fill_(~positions.mask[:, None, None, :], torch.finfo(dtype).min)
 
 
 def flex_score_mod(encoding: nn.Module, positions: TokenPositions) -> Callable:
