@@ -63,14 +63,12 @@ def _prepared_data(dataset_name: str, options: dict):
     """Load, fit the processor on train, and encode: once per worker and dataset variant."""
     key = json.dumps([dataset_name, options], sort_keys=True)
     if key not in _DATA_CACHE:
-        from modeling_posattn import PosAttnProcessor
         from modeling_posattn.data import load_builtin_dataset
+        from modeling_posattn.training import build_processor, encode_splits
 
         data = load_builtin_dataset(dataset_name, **options)
-        processor = PosAttnProcessor(modalities=data.modalities).fit(data.dataset["train"])
-        raw_columns = [name for name in data.dataset["train"].column_names if name != "labels"]
-        encoded = data.dataset.map(processor, batched=True, fn_kwargs={"padding": False}, remove_columns=raw_columns)
-        _DATA_CACHE[key] = (data, processor, encoded)
+        processor = build_processor(data, train=data.dataset["train"])
+        _DATA_CACHE[key] = (data, processor, encode_splits(dict(data.dataset), processor))
     return _DATA_CACHE[key]
 
 
