@@ -13,7 +13,7 @@ from transformers import (
 
 from .configuration_posattn import PosAttnConfig
 from .modeling_posattn import PosAttnForSequenceClassification, PosAttnModel, PosAttnModelOutput, PosAttnPreTrainedModel
-from .processing_posattn import PosAttnDataCollator, PosAttnProcessor
+from .processing_posattn import PosAttnProcessor
 
 AutoConfig.register(PosAttnConfig.model_type, PosAttnConfig, exist_ok=True)
 AutoModel.register(PosAttnConfig, PosAttnModel, exist_ok=True)
@@ -40,5 +40,4 @@ __all__ = [
     "PosAttnPreTrainedModel",
     "PosAttnForSequenceClassification",
     "PosAttnProcessor",
-    "PosAttnDataCollator",
 ]

@@ -2,7 +2,6 @@
 
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -127,8 +126,8 @@ class PosAttnProcessor(FeatureExtractionMixin):
     ) -> BatchFeature:
         """Encode samples. A list holds samples; a dict holds columns, as `Dataset.map(..., batched=True)` passes them.
 
-        With `padding=True` (default) returns a padded batch; with `padding=False`, unpadded per-sample rows (lists),
-        for `dataset.map(processor, batched=True, fn_kwargs={"padding": False})` and [`PosAttnDataCollator`].
+        With `padding=True` (default) returns a padded batch; with `padding=False`, unpadded per-sample rows, for
+        `dataset.map(processor, batched=True, fn_kwargs={"padding": False})` and `DataCollatorWithPadding(processor)`.
         """
         rows = [self.encode_sample(sample, index) for index, sample in enumerate(_iter_samples(samples))]
         if padding:
@@ -289,23 +288,40 @@ class PosAttnProcessor(FeatureExtractionMixin):
     # Padding
     # -----------------------------------------------------------------------------------------------------------------
 
-    def pad(self, rows: list[Mapping[str, Any]], return_tensors: str | None = "pt") -> BatchFeature:
-        """Pad unpadded packed rows (from `__call__(..., padding=False)` or a mapped dataset) into one batch."""
+    def pad(
+        self,
+        rows: list[Mapping[str, Any]],
+        padding: bool | str = True,
+        max_length: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        return_attention_mask: bool | None = None,
+        return_tensors: str | None = "pt",
+        **kwargs,
+    ) -> BatchFeature:
+        """Pad unpadded packed rows (from `__call__(..., padding=False)` or a mapped dataset) into one batch.
+
+        Takes transformers' padding keywords, so `DataCollatorWithPadding(processor)` is this project's collator:
+        `padding` True/"longest" (to the longest row), "max_length" (to `max_length`) or False/"do_not_pad" (rows must
+        already have one length); `pad_to_multiple_of` rounds the padded length up (tensor-core friendly shapes, fewer
+        recompilations). Rows are never truncated here: a row longer than `max_length` is an error (truncate with the
+        processor's `max_tokens` / `max_seconds`, which know the modalities).
+        """
         if not rows:
             raise ValueError("Cannot pad an empty list of rows.")
         lengths = [len(row["modality_ids"]) for row in rows]
-        batch_size, longest = len(rows), max(lengths)
+        target = self._padded_length(lengths, padding, max_length, pad_to_multiple_of)
+        batch_size = len(rows)
         batch: dict[str, Any] = {}
         if "input_values" in rows[0]:
-            values = np.zeros((batch_size, longest, self.feature_dim), dtype=np.float32)
+            values = np.zeros((batch_size, target, self.feature_dim), dtype=np.float32)
             for i, row in enumerate(rows):
                 values[i, : lengths[i]] = np.asarray(row["input_values"], dtype=np.float32).reshape(lengths[i], -1)
             batch["input_values"] = values
         for key, dtype in (("input_ids", np.int64), ("modality_ids", np.int64), ("position_ids", np.int64),
                            ("timestamps", np.float32), ("attention_mask", np.int64)):
-            if key not in rows[0]:
+            if key not in rows[0] or (key == "attention_mask" and return_attention_mask is False):
                 continue
-            padded = np.zeros((batch_size, longest), dtype=dtype)
+            padded = np.zeros((batch_size, target), dtype=dtype)
             for i, row in enumerate(rows):
                 padded[i, : lengths[i]] = np.asarray(row[key], dtype=dtype)
             batch[key] = padded
@@ -317,17 +333,31 @@ class PosAttnProcessor(FeatureExtractionMixin):
             batch["labels"] = array.astype(np.int64 if np.issubdtype(array.dtype, np.integer) else np.float32)
         return BatchFeature(batch, tensor_type=return_tensors)
 
-
-@dataclass
-class PosAttnDataCollator:
-    """Pads rows that a dataset mapped through [`PosAttnProcessor`] (with `padding=False`) into a batch, as
-    `DataCollatorWithPadding` does for tokenised text."""
-
-    processor: PosAttnProcessor
-    return_tensors: str = "pt"
-
-    def __call__(self, features: list[Mapping[str, Any]]) -> BatchFeature:
-        return self.processor.pad(features, return_tensors=self.return_tensors)
+    @staticmethod
+    def _padded_length(lengths: list[int], padding, max_length: int | None, pad_to_multiple_of: int | None) -> int:
+        """The batch's sequence length under transformers' padding strategies (no truncation)."""
+        strategy = {True: "longest", False: "do_not_pad"}.get(padding, padding)
+        if strategy not in ("longest", "max_length", "do_not_pad"):
+            raise ValueError(f"`padding` must be True, False, 'longest', 'max_length' or 'do_not_pad', got {padding!r}.")
+        longest = max(lengths)
+        if strategy == "do_not_pad":
+            if len(set(lengths)) > 1:
+                raise ValueError(f"padding={padding!r} needs rows of one length, got lengths {sorted(set(lengths))}.")
+            return longest
+        if strategy == "max_length":
+            if max_length is None:
+                raise ValueError("padding='max_length' needs `max_length`.")
+            if longest > max_length:
+                raise ValueError(
+                    f"A row has {longest} tokens, more than max_length={max_length}; the processor truncates "
+                    "(max_tokens / max_seconds), padding never does."
+                )
+            longest = max_length
+        if pad_to_multiple_of is not None:
+            if isinstance(pad_to_multiple_of, bool) or not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1:
+                raise ValueError(f"`pad_to_multiple_of` must be a positive int, got {pad_to_multiple_of!r}.")
+            longest = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
+        return longest
 
 
 def _iter_samples(samples) -> Iterable[Mapping[str, Any]]:
@@ -347,4 +377,4 @@ def _iter_samples(samples) -> Iterable[Mapping[str, Any]]:
         yield from samples
 
 
-__all__ = ["PosAttnProcessor", "PosAttnDataCollator"]
+__all__ = ["PosAttnProcessor"]

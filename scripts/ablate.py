@@ -17,7 +17,8 @@ size), chosen once for all, no per-configuration tuning; each (configuration, se
 test split at the end of training (no checkpoint selection on the test split). Seeds set the initialisation, dropout and
 data order; seed s of every configuration shares the data order, which is what the paired test pairs.
 
-A grid entry holds encoding settings, and optionally `name`, `model: "seed_reference"`, `model_overrides` (other config
+The recipe's `dataset` block names any dataset `posattn-train` reads (`name`: a built-in loader, a local file or a
+save_to_disk folder; `options`; `modalities` for non-built-in data). A grid entry holds encoding settings, and optionally `name`, `model: "seed_reference"`, `model_overrides` (other config
 fields) and `dataset_options` (merged into the recipe's loader options).
 
 A recipe may ask for follow-up configurations chosen from the first stage's results (`"expand"`):
@@ -59,14 +60,16 @@ def configuration_name(settings: dict) -> str:
 _DATA_CACHE: dict = {}
 
 
-def _prepared_data(dataset_name: str, options: dict):
-    """Load, fit the processor on train, and encode: once per worker and dataset variant."""
-    key = json.dumps([dataset_name, options], sort_keys=True)
+def _prepared_data(dataset_name: str, options: dict, modalities: dict | None = None):
+    """Load (a built-in loader, local files or a save_to_disk folder, as `posattn-train` does), fit the processor on
+    train, and encode: once per worker and dataset variant."""
+    key = json.dumps([dataset_name, options, modalities], sort_keys=True)
     if key not in _DATA_CACHE:
-        from modeling_posattn.data import load_builtin_dataset
-        from modeling_posattn.training import build_processor, encode_splits
+        from modeling_posattn.toolkit.arguments import DataArguments
+        from modeling_posattn.toolkit.builders import build_processor, encode_splits
+        from modeling_posattn.toolkit.data_sources import load_data
 
-        data = load_builtin_dataset(dataset_name, **options)
+        data = load_data(DataArguments(dataset_name=dataset_name, dataset_options=options, modalities=modalities))
         processor = build_processor(data, train=data.dataset["train"])
         _DATA_CACHE[key] = (data, processor, encode_splits(dict(data.dataset), processor))
     return _DATA_CACHE[key]
@@ -76,15 +79,15 @@ def run_one(recipe: dict, settings: dict, seed: int, output_root: str) -> dict:
     """Train one configuration with one seed under the recipe's shared budget; return its test score."""
     import torch
 
-    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
-    from modeling_posattn import PosAttnConfig, PosAttnDataCollator, PosAttnForSequenceClassification
-    from modeling_posattn.seed_baseline import SeedReferenceForSequenceClassification
+    from modeling_posattn import PosAttnConfig, PosAttnForSequenceClassification
+    from modeling_posattn.toolkit.seed_baseline import SeedReferenceForSequenceClassification
 
     torch.set_num_threads(int(os.environ.get("POSATTN_ABLATION_THREADS", "1")))
     started = time.perf_counter()
     options = {**recipe["dataset"].get("options", {}), **settings.get("dataset_options", {})}
-    data, processor, encoded = _prepared_data(recipe["dataset"]["name"], options)
+    data, processor, encoded = _prepared_data(recipe["dataset"]["name"], options, recipe["dataset"].get("modalities"))
 
     set_seed(seed)
     model_settings = {**recipe["model"], **settings.get("model_overrides", {}),
@@ -108,7 +111,7 @@ def run_one(recipe: dict, settings: dict, seed: int, output_root: str) -> dict:
         dataloader_num_workers=0,
         **recipe["training"],
     )
-    trainer = Trainer(model=model, args=args, train_dataset=encoded["train"], data_collator=PosAttnDataCollator(processor))
+    trainer = Trainer(model=model, args=args, train_dataset=encoded["train"], data_collator=DataCollatorWithPadding(processor))
     train_output = trainer.train()
     prediction = trainer.predict(encoded["test"])
     logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions

@@ -28,7 +28,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from modeling_posattn.data.av_digits import (
+from modeling_posattn.toolkit.data.av_digits import (
     DEFAULT_AUDIO_NOISE_SNR_DB,
     DEFAULT_IMAGE_NOISE_STD,
     DEFAULT_IMAGE_OCCLUSION,

@@ -45,7 +45,7 @@ def test_expansion_picks_best_absolute_and_relative():
 
 
 def test_one_tiny_run_on_synthetic_data(tmp_path):
-    pytest.importorskip("modeling_posattn.data.synthetic")
+    pytest.importorskip("modeling_posattn.toolkit.data.synthetic")
     recipe = {"dataset": {"name": "synthetic", "options": {"num_train": 32, "num_test": 16}},
               "model": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32},
               "training": {"num_train_epochs": 1, "per_device_train_batch_size": 16}}

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from _loader_checks import assert_processor_layout, assert_trains
-from modeling_posattn.data import load_builtin_dataset
-from modeling_posattn.data._common import data_available, default_data_dir
-from modeling_posattn.data.av_digits import (
+from modeling_posattn.toolkit.data import load_builtin_dataset
+from modeling_posattn.toolkit.data._common import data_available, default_data_dir
+from modeling_posattn.toolkit.data.av_digits import (
     AV_DIGITS_PREPARATION_VERSION,
     LogMel,
     add_noise_at_snr,

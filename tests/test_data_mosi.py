@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from _loader_checks import assert_processor_layout, assert_trains
-from modeling_posattn.data import load_builtin_dataset
-from modeling_posattn.data.mosi import load_mosi, strip_padding
+from modeling_posattn.toolkit.data import load_builtin_dataset
+from modeling_posattn.toolkit.data.mosi import load_mosi, strip_padding
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FIXTURE = FIXTURES / "mosi_fixture.pkl"

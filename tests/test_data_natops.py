@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from _loader_checks import assert_processor_layout, assert_trains, encode
-from modeling_posattn.data import load_builtin_dataset
-from modeling_posattn.data._common import data_available, default_data_dir
-from modeling_posattn.data.natops import load_natops, read_ts
+from modeling_posattn.toolkit.data import load_builtin_dataset
+from modeling_posattn.toolkit.data._common import data_available, default_data_dir
+from modeling_posattn.toolkit.data.natops import load_natops, read_ts
 
 REQUIRED = ("NATOPS_TRAIN.ts", "NATOPS_TEST.ts")
 needs_data = pytest.mark.skipif(

@@ -5,7 +5,6 @@ The central check runs in a *fresh* virtual environment that has torch and trans
 copied code, and the outputs equal the in-package model's.
 """
 
-import importlib.util
 import json
 import os
 import shutil
@@ -26,7 +25,6 @@ from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from modeling_posattn import (
     PosAttnConfig,
-    PosAttnDataCollator,
     PosAttnForSequenceClassification,
     PosAttnModel,
     PosAttnProcessor,
@@ -36,7 +34,9 @@ from modeling_posattn.configuration_posattn import (
     POSITION_FUSION_NAMES,
     RELATIVE_POSITION_ENCODING_NAMES,
 )
-from modeling_posattn.model_card import ENCODING_DESCRIPTIONS, validate_model_card, write_model_card
+from modeling_posattn.toolkit.card import write_model_card
+from modeling_posattn.toolkit.card_text import ENCODING_DESCRIPTIONS
+from modeling_posattn.toolkit.card_validation import validate_model_card
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIR = REPO_ROOT / "modeling_posattn"
@@ -383,7 +383,7 @@ def test_saved_folders_load_without_the_package(fresh_python, saved, tmp_path):
 def trained(tmp_path_factory):
     """Two optimiser steps of Trainer on a tiny labelled set, `save_model` with the processor as `processing_class`,
     an evaluation, and the card of the run."""
-    from transformers import Trainer, TrainingArguments
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
     root = tmp_path_factory.mktemp("trained")
     train_samples = random_samples(seed=5, lengths=[(12 + i, 3 + i % 3, i % 4) for i in range(8)])
@@ -428,7 +428,7 @@ def trained(tmp_path_factory):
         args=args,
         train_dataset=rows(train_samples),
         eval_dataset=rows(eval_samples),
-        data_collator=PosAttnDataCollator(processor),
+        data_collator=DataCollatorWithPadding(processor),
         processing_class=processor,
         compute_metrics=compute_metrics,
     )
@@ -543,17 +543,26 @@ def test_card_sentences_and_references_follow_the_config(tmp_path):
         validate_model_card(text.replace("  results:", "  outcomes:"))
 
 
+def test_top_level_package_files_are_exactly_the_remote_code(tmp_path):
+    """The house: `modeling_posattn/*.py` (besides `__init__`) is what a checkpoint ships; the rest is the toolkit."""
+    config = PosAttnConfig(modalities={"audio": {"input_dim": 4, "sampling_rate": 100.0}}, num_labels=2)
+    PosAttnForSequenceClassification(config).save_pretrained(tmp_path)
+    PosAttnProcessor.from_model_config(config).save_pretrained(tmp_path)
+    shipped = {path.name for path in tmp_path.glob("*.py")}
+    top_level = {path.name for path in (REPO_ROOT / "modeling_posattn").glob("*.py")} - {"__init__.py"}
+    assert shipped == top_level
+
+
 # ---------------------------------------------------------------------------------------------------------------------
-# scripts/publish.py, up to the network boundary
+# posattn-publish (modeling_posattn/toolkit/publish.py), up to the network boundary
 # ---------------------------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def publish_module():
-    spec = importlib.util.spec_from_file_location("posattn_publish", REPO_ROOT / "scripts" / "publish.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from modeling_posattn.toolkit import publish
+
+    return publish
 
 
 @pytest.fixture
@@ -650,7 +659,8 @@ def test_publish_refuses_incomplete_or_unsafe_folders(publish_module, trained, t
 
 def test_card_carries_the_dataset_studies(tmp_path):
     from modeling_posattn import PosAttnConfig
-    from modeling_posattn.model_card import study_summaries, validate_model_card, write_model_card
+    from modeling_posattn.toolkit.card import study_summaries, write_model_card
+    from modeling_posattn.toolkit.card_validation import validate_model_card
 
     results = tmp_path / "results"
     (results / "natops_multirate").mkdir(parents=True)

@@ -13,9 +13,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import evaluate  # noqa: E402
 
-from modeling_posattn.metrics import METRIC_NAMES, load_metric, metric_path  # noqa: E402
+from modeling_posattn.toolkit.metrics import METRIC_NAMES, load_metric, metric_path  # noqa: E402
 
-METRICS_DIR = Path(__file__).resolve().parents[1] / "modeling_posattn" / "metrics"
+METRICS_DIR = Path(__file__).resolve().parents[1] / "modeling_posattn" / "toolkit" / "metrics"
 
 
 @pytest.fixture(scope="module")

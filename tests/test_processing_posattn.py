@@ -1,13 +1,13 @@
-"""PosAttnProcessor and PosAttnDataCollator: layout, times, normalisation, truncation, columns, bad input."""
+"""PosAttnProcessor (and transformers' DataCollatorWithPadding over it): layout, times, normalisation, truncation, columns, bad input."""
 
 import numpy as np
 import pytest
 import torch
 from conftest import MODALITIES, build_model, random_samples
 
-from modeling_posattn import PosAttnDataCollator, PosAttnProcessor
+from modeling_posattn import PosAttnProcessor
 from modeling_posattn.positional_encodings import default_timestamps
-from transformers import AutoFeatureExtractor, AutoProcessor
+from transformers import AutoFeatureExtractor, AutoProcessor, DataCollatorWithPadding
 
 
 @pytest.fixture
@@ -101,7 +101,7 @@ def test_columns_map_and_collator_train_with_stock_trainer(tmp_path):
     args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, num_train_epochs=4,
                              learning_rate=3e-3, logging_steps=1, report_to=[], save_strategy="no", use_cpu=True)
     assert args.remove_unused_columns
-    trainer = Trainer(model=model, args=args, train_dataset=encoded, data_collator=PosAttnDataCollator(processor))
+    trainer = Trainer(model=model, args=args, train_dataset=encoded, data_collator=DataCollatorWithPadding(processor))
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert np.mean(losses[-4:]) < 0.5 * np.mean(losses[:4]), losses
@@ -133,3 +133,23 @@ def test_bad_input_names_modality_and_problem(processor, sample, message):
 def test_bad_input_error_names_the_sample(processor):
     with pytest.raises(ValueError, match="Sample 1, modality 'audio'"):
         processor([{"audio": np.zeros((2, 4))}, {"audio": np.zeros((2, 3))}])
+
+
+def test_pad_takes_transformers_padding_keywords():
+    """`DataCollatorWithPadding(processor)` passes padding / max_length / pad_to_multiple_of / return_tensors."""
+    processor = PosAttnProcessor(modalities=MODALITIES)
+    rows = processor([{"audio": np.ones((3, 4)), "labels": 0}, {"audio": np.ones((6, 4)), "text": [1, 2], "labels": 1}],
+                     padding=False)
+    rows = [dict(zip(rows.keys(), values)) for values in zip(*rows.values())]
+    assert DataCollatorWithPadding(processor)(rows)["modality_ids"].shape == (2, 8)
+    batch = DataCollatorWithPadding(processor, pad_to_multiple_of=16)(rows)
+    assert batch["input_values"].shape == (2, 16, processor.feature_dim) and batch["attention_mask"].sum() == 11
+    batch = DataCollatorWithPadding(processor, padding="max_length", max_length=12, return_tensors="np")(rows)
+    assert isinstance(batch["timestamps"], np.ndarray) and batch["timestamps"].shape == (2, 12)
+    assert "attention_mask" not in processor.pad(rows, return_attention_mask=False)
+    with pytest.raises(ValueError, match="more than max_length=5.*truncates"):
+        processor.pad(rows, padding="max_length", max_length=5)
+    with pytest.raises(ValueError, match="one length"):
+        processor.pad(rows, padding=False)
+    with pytest.raises(ValueError, match="pad_to_multiple_of"):
+        processor.pad(rows, pad_to_multiple_of=0)

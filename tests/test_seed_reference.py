@@ -3,7 +3,7 @@
 import torch
 from conftest import batch_of, build_model, random_samples
 
-from modeling_posattn.seed_reference import MultiModalSelfAttention
+from modeling_posattn.toolkit.seed_reference import MultiModalSelfAttention
 
 
 def test_seed_reference_runs_and_is_permutation_equivariant():
@@ -32,7 +32,7 @@ def test_posattn_sinusoidal_fix_is_not_permutation_equivariant():
 
 
 def test_seed_reference_classifier_runs_unpadded_and_refuses_padding():
-    from modeling_posattn.seed_baseline import SeedReferenceForSequenceClassification
+    from modeling_posattn.toolkit.seed_baseline import SeedReferenceForSequenceClassification
     from conftest import tiny_config
 
     model = SeedReferenceForSequenceClassification(tiny_config(absolute_position_encoding="sinusoidal"))

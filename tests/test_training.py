@@ -12,22 +12,24 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from transformers import AutoFeatureExtractor, AutoModelForSequenceClassification, EvalPrediction, Trainer, TrainingArguments  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoFeatureExtractor,
+    AutoModelForSequenceClassification,
+    DataCollatorWithPadding,
+    EvalPrediction,
+    Trainer,
+    TrainingArguments,
+)
 
 import modeling_posattn  # noqa: E402,F401  (registers the Auto classes)
-from modeling_posattn import PosAttnConfig, PosAttnDataCollator, PosAttnForSequenceClassification, PosAttnProcessor  # noqa: E402
-from modeling_posattn.data import load_builtin_dataset  # noqa: E402
-from modeling_posattn.data.synthetic import DELTA_RANGES, LABEL_NAMES, SyntheticTimingTask, load_synthetic  # noqa: E402
-from modeling_posattn.training import (  # noqa: E402
-    DEFAULT_RECIPE,
-    MODEL_PRESETS,
-    DataArguments,
-    build_compute_metrics,
-    load_data,
-    load_recipe,
-    parse_args,
-    prepare_splits,
-)
+from modeling_posattn import PosAttnConfig, PosAttnForSequenceClassification, PosAttnProcessor  # noqa: E402
+from modeling_posattn.toolkit.data import load_builtin_dataset  # noqa: E402
+from modeling_posattn.toolkit.data.synthetic import DELTA_RANGES, LABEL_NAMES, SyntheticTimingTask, load_synthetic  # noqa: E402
+from modeling_posattn.toolkit.arguments import DataArguments  # noqa: E402
+from modeling_posattn.toolkit.cli import parse_args  # noqa: E402
+from modeling_posattn.toolkit.data_sources import load_data, prepare_splits  # noqa: E402
+from modeling_posattn.toolkit.evaluation import build_compute_metrics  # noqa: E402
+from modeling_posattn.toolkit.recipes import DEFAULT_RECIPE, load_model_preset, load_recipe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"num_train": 48, "num_validation": 24, "num_test": 24}
@@ -137,7 +139,7 @@ def test_stock_trainer_on_mapped_dataset_loss_falls(tmp_path):
                              learning_rate=3e-3, logging_steps=12, report_to="none", disable_tqdm=True, use_cpu=True,
                              save_strategy="no", seed=0)
     assert args.remove_unused_columns is True
-    trainer = Trainer(model=model, args=args, train_dataset=encoded, data_collator=PosAttnDataCollator(processor))
+    trainer = Trainer(model=model, args=args, train_dataset=encoded, data_collator=DataCollatorWithPadding(processor))
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert len(losses) == 10
@@ -162,30 +164,59 @@ def test_compute_metrics_handles_tuple_predictions():
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def test_recipes_and_presets_match_the_embedded_defaults():
-    assert load_recipe(ROOT / "configuration" / "synthetic.json") == DEFAULT_RECIPE
-    for name, preset in MODEL_PRESETS.items():
-        assert json.loads((ROOT / "configuration" / f"{name}.json").read_text()) == preset
+def test_recipes_and_presets_are_package_data_found_from_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # outside the checkout: found through importlib.resources, not the current folder
+    assert load_recipe(ROOT / "configuration" / "synthetic.json") == DEFAULT_RECIPE == load_recipe("synthetic")
+    for name in ("posattn-small", "posattn-base"):
+        assert load_model_preset(name) == json.loads((ROOT / "configuration" / f"{name}.json").read_text())
     for recipe in ("synthetic", "natops", "av_digits"):
-        model_args, data_args, training_args = parse_args(["--config", f"configuration/{recipe}.json"])
-        assert data_args.dataset_name == recipe
-        assert training_args.load_best_model_at_end and training_args.eval_strategy == "epoch"
+        model_args, data_args, training_args, seeds = parse_args(["--config", recipe])
+        assert data_args.dataset_name == recipe and seeds is None
+    with pytest.raises(FileNotFoundError, match="bundled"):
+        load_recipe("no-such-recipe")
 
 
 def test_parse_args_precedence_and_defaults():
-    model_args, data_args, training_args = parse_args([])
+    model_args, data_args, training_args, _ = parse_args([])
     assert data_args.dataset_name == "synthetic" and training_args.output_dir == os.path.join("outputs", "synthetic-default")
     assert model_args.absolute_position_encoding == DEFAULT_RECIPE["absolute_position_encoding"]
     assert training_args.learning_rate == DEFAULT_RECIPE["learning_rate"]
-    model_args, data_args, training_args = parse_args(
+    model_args, data_args, training_args, _ = parse_args(
         ["--config", "configuration/natops.json", "--learning_rate", "0.01", "--absolute_position_encoding", "dynamic"],
         overrides={"seed": 5},
     )
-    assert training_args.learning_rate == 0.01 and training_args.num_train_epochs == 60 and training_args.seed == 5
+    assert training_args.learning_rate == 0.01 and training_args.seed == 5
     assert model_args.absolute_position_encoding == "dynamic" and training_args.output_dir == "outputs/natops"
     assert parse_args(["--dataset_name", "natops"])[2].output_dir == os.path.join("outputs", "natops-default")
     with pytest.raises(ValueError, match="Unknown recipe/override key"):
         parse_args([], overrides={"not_a_field": 1})
+
+
+def test_seed_lists_and_recipe_dataset_options_stay_with_their_dataset():
+    *_, seeds = parse_args(["--seed", "1,2,3"])
+    assert seeds == [1, 2, 3]
+    assert parse_args(["--seed", "4"])[2].seed == 4 and parse_args(["--seed", "4"])[3] is None
+    with pytest.raises(ValueError, match="--seed"):
+        parse_args(["--seed", "1,x"])
+    natops = load_recipe("natops")
+    assert natops["dataset_options"]  # the recipe's loader options...
+    _, data_args, _, _ = parse_args(["--config", "natops"])
+    assert data_args.dataset_options == natops["dataset_options"]
+    _, data_args, _, _ = parse_args(["--config", "natops", "--dataset_name", "train.parquet"])
+    assert data_args.dataset_options is None  # ...do not follow the run to another dataset
+    _, data_args, _, _ = parse_args(["--config", "natops", "--dataset_name", "x.parquet", "--dataset_options", "{}"])
+    assert data_args.dataset_options == "{}"
+
+
+def test_help_is_short_and_starts_with_the_recipe(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    short = capsys.readouterr().out
+    assert short.index("--config") < short.index("--model_config") < short.index("--dataset_name") < short.index("--learning_rate")
+    assert "--help_all" in short and "--adam_beta1" not in short and len(short.splitlines()) < 260
+    with pytest.raises(SystemExit):
+        parse_args(["--help_all"])
+    assert "--adam_beta1" in capsys.readouterr().out
 
 
 def test_validation_carve_is_seeded_stratified_and_test_untouched():
@@ -232,7 +263,9 @@ def test_train_script_end_to_end(tmp_path, monkeypatch, capsys):
         "--disable_tqdm", "true", "--early_stopping_patience", "3",
     ]
     monkeypatch.setattr(sys, "argv", argv)
-    runpy.run_path(str(ROOT / "scripts" / "train.py"), run_name="__main__")
+    with pytest.raises(SystemExit) as exit_status:
+        runpy.run_path(str(ROOT / "scripts" / "train.py"), run_name="__main__")
+    assert exit_status.value.code == 0
     printed = capsys.readouterr().out
     assert "| test |" in printed and "| validation |" in printed
 
@@ -245,13 +278,8 @@ def test_train_script_end_to_end(tmp_path, monkeypatch, capsys):
     assert json.loads((output_dir / "eval_results.json").read_text())["eval_accuracy"] == results["eval_accuracy"]
     state = json.loads((output_dir / "trainer_state.json").read_text())
     assert state["best_metric"] is not None and state["global_step"] == 6  # 48 rows / 16 x 2 epochs
-    try:
-        import modeling_posattn.model_card  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        card = (output_dir / "README.md").read_text()
-        assert "synthetic" in card.lower()
+    card = (output_dir / "README.md").read_text()
+    assert "synthetic" in card.lower() and f'repo = "{output_dir.resolve()}"' in card  # no placeholder in the snippet
 
     model = AutoModelForSequenceClassification.from_pretrained(output_dir).eval()
     processor = AutoFeatureExtractor.from_pretrained(output_dir)
@@ -266,7 +294,7 @@ def test_train_script_end_to_end(tmp_path, monkeypatch, capsys):
 
 
 def test_run_training_programmatic_overrides(tmp_path):
-    from modeling_posattn.training import run_training
+    from modeling_posattn.toolkit.run import run_training
 
     metrics = run_training(
         overrides={"output_dir": str(tmp_path / "prog"), "dataset_options": TINY, "num_train_epochs": 1,
@@ -278,3 +306,60 @@ def test_run_training_programmatic_overrides(tmp_path):
     config = json.loads((tmp_path / "prog" / "config.json").read_text())
     assert config["absolute_position_encoding"] == "none" and config["relative_position_encoding"] == "none"
     assert not (tmp_path / "prog" / "README.md").exists()
+
+
+QUICK = {"dataset_options": TINY, "num_train_epochs": 1, "report_to": "none", "disable_tqdm": True,
+         "save_strategy": "no", "eval_strategy": "no", "load_best_model_at_end": False}
+
+
+def test_an_earlier_run_is_never_overwritten_silently(tmp_path):
+    from modeling_posattn.toolkit.run import run_training
+
+    run = tmp_path / "run"
+    run_training(overrides={**QUICK, "output_dir": str(run)}, write_model_card=False)
+    with pytest.raises(ValueError, match="already holds a run.*--overwrite_output_dir"):
+        run_training(overrides={**QUICK, "output_dir": str(run)}, write_model_card=False)
+    run_training(overrides={**QUICK, "output_dir": str(run), "overwrite_output_dir": True}, write_model_card=False)
+
+
+def test_several_seeds_write_a_mean_and_std(tmp_path, capsys):
+    from modeling_posattn.toolkit.cli import main
+
+    assert main(["--output_dir", str(tmp_path / "seeds"), "--seed", "1,2", "--dataset_options", json.dumps(TINY),
+                 "--num_train_epochs", "1", "--report_to", "none", "--save_strategy", "no", "--eval_strategy", "no",
+                 "--load_best_model_at_end", "false", "--disable_tqdm", "true"]) == 0
+    summary = json.loads((tmp_path / "seeds" / "seeds_summary.json").read_text())
+    assert summary["seeds"] == [1, 2] and summary["summary"]["test_accuracy"]["n"] == 2
+    accuracies = [summary["runs"][str(seed)]["test_accuracy"] for seed in (1, 2)]
+    assert summary["summary"]["test_accuracy"]["mean"] == pytest.approx(np.mean(accuracies))
+    assert (tmp_path / "seeds" / "seed-1" / "test_results.json").is_file()
+    assert "test_accuracy:" in capsys.readouterr().out
+
+
+def test_local_files_with_and_without_a_test_split(tmp_path, capsys):
+    from modeling_posattn.toolkit.run import run_training
+
+    data = load_synthetic(**TINY)
+    for split in ("train", "test"):
+        data.dataset[split].to_parquet(str(tmp_path / f"{split}.parquet"))
+    local = {"dataset_name": "parquet", "modalities": json.dumps(data.modalities), "num_train_epochs": 1,
+             "report_to": "none", "disable_tqdm": True, "save_strategy": "no", "load_best_model_at_end": False}
+    files = {"train": str(tmp_path / "train.parquet"), "test": str(tmp_path / "test.parquet")}
+    metrics = run_training(overrides={**local, "output_dir": str(tmp_path / "a"), "dataset_options": {"data_files": files}},
+                           write_model_card=False)
+    assert metrics["test_samples"] == len(data.dataset["test"])
+    metrics = run_training(overrides={**local, "dataset_name": str(tmp_path / "train.parquet"),
+                                      "output_dir": str(tmp_path / "b")}, write_model_card=False)
+    assert not any(key.startswith("test_") for key in metrics)
+    assert "No test split" in capsys.readouterr().out
+
+
+def test_fixed_budget_without_validation_keeps_the_last_weights(tmp_path):
+    from modeling_posattn.toolkit.run import run_training
+
+    no_validation = {**TINY, "num_validation": 0}
+    metrics = run_training(overrides={**QUICK, "dataset_options": no_validation, "output_dir": str(tmp_path / "fixed"),
+                                      "validation_split_percentage": 0, "eval_strategy": "epoch"},
+                           write_model_card=False)
+    assert metrics["train_samples"] == TINY["num_train"] and "test_accuracy" in metrics  # every training row trains
+    assert not any(key.startswith("eval_") for key in metrics)

@@ -4,12 +4,18 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import datasets
 import numpy as np
 
-import datasets
-
 from . import BuiltinDataset
-from ._common import arrow_dataset, frames_column, frames_feature, resolve_data_dir, struct_column, values_column
+from ._common import (
+    arrow_dataset,
+    frames_column,
+    frames_feature,
+    resolve_data_dir,
+    struct_column,
+    values_column,
+)
 
 NATOPS_PREPARATION_VERSION = "1"
 NATOPS_NOMINAL_SAMPLING_RATE = 25.0

@@ -33,13 +33,13 @@ class BuiltinDataset:
         return len(self.label_names) if self.label_names else 1
 
 
-# name -> "module:function"; modules are imported lazily so that a missing optional dependency of one loader
+# name -> "module:function" (a module of this subpackage); modules are imported lazily so that a missing optional dependency of one loader
 # never breaks the others.
 BUILTIN_DATASETS: dict[str, str] = {
-    "synthetic": "modeling_posattn.data.synthetic:load_synthetic",
-    "natops": "modeling_posattn.data.natops:load_natops",
-    "av_digits": "modeling_posattn.data.av_digits:load_av_digits",
-    "mosi": "modeling_posattn.data.mosi:load_mosi",
+    "synthetic": "synthetic:load_synthetic",
+    "natops": "natops:load_natops",
+    "av_digits": "av_digits:load_av_digits",
+    "mosi": "mosi:load_mosi",
 }
 
 
@@ -48,7 +48,7 @@ def load_builtin_dataset(name: str, **options) -> BuiltinDataset:
     if name not in BUILTIN_DATASETS:
         raise ValueError(f"Unknown built-in dataset {name!r}; choose one of {sorted(BUILTIN_DATASETS)}.")
     module_name, function_name = BUILTIN_DATASETS[name].split(":")
-    return getattr(importlib.import_module(module_name), function_name)(**options)
+    return getattr(importlib.import_module(f".{module_name}", __name__), function_name)(**options)
 
 
 __all__ = ["BuiltinDataset", "BUILTIN_DATASETS", "load_builtin_dataset"]

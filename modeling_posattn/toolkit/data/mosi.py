@@ -5,9 +5,8 @@ import os
 import pickle
 from pathlib import Path
 
-import numpy as np
-
 import datasets
+import numpy as np
 
 from . import BuiltinDataset
 from ._common import arrow_dataset, frames_column, frames_feature

@@ -11,10 +11,14 @@ import dataclasses
 
 import torch
 from torch import nn
-
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from .modeling_posattn import PosAttnEmbeddings, PosAttnMLP, PosAttnPreTrainedModel, resolve_token_positions
+from ..modeling_posattn import (
+    PosAttnEmbeddings,
+    PosAttnMLP,
+    PosAttnPreTrainedModel,
+    resolve_token_positions,
+)
 from .seed_reference import MultiModalSelfAttention
 
 

@@ -34,9 +34,8 @@ Everything is generated with numpy from `seed`: the same arguments give the same
 
 from __future__ import annotations
 
-import numpy as np
-
 import datasets
+import numpy as np
 
 from . import BuiltinDataset
 

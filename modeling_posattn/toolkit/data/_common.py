@@ -4,25 +4,20 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pyarrow as pa
-
-import datasets
 
 DATA_DIR_ENV = "POSATTN_DATA_DIR"
 
 
-def project_root() -> Path:
-    """The repository root, found from this file's location (`<root>/modeling_posattn/data/_common.py`)."""
-    return Path(__file__).resolve().parents[2]
-
-
 def default_data_dir() -> Path:
-    """`$POSATTN_DATA_DIR` when set, else `../shared/data` relative to the project root."""
+    """`$POSATTN_DATA_DIR` when set, else `../shared/data` relative to the current folder (the project's layout: run
+    from the repository root, next to `shared/`)."""
     env = os.environ.get(DATA_DIR_ENV)
     if env:
         return Path(env).expanduser()
-    return project_root().parent / "shared" / "data"
+    return Path.cwd().parent / "shared" / "data"
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None, subfolder: str, required: Sequence[str] = ()) -> Path:
@@ -34,7 +29,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None, subfolder: str, require
     folder = root / subfolder
     how = (
         f"Pass `data_dir=` (the folder that holds `{subfolder}/`) or set ${DATA_DIR_ENV}; "
-        f"by default the loaders read `../shared/data` relative to the project root ({project_root()})."
+        f"by default the loaders read `../shared/data` relative to the current folder ({Path.cwd()})."
     )
     if not folder.is_dir():
         raise FileNotFoundError(f"Data folder {folder} not found: this loader needs `{subfolder}/` inside {root}. {how}")
