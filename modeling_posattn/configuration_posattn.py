@@ -1,19 +1,34 @@
 """PosAttn model configuration."""
 
+import functools
+import math
+import numbers
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
-from huggingface_hub.errors import StrictDataclassClassValidationError
+import numpy as np
+
+from huggingface_hub.dataclasses import strict
+from huggingface_hub.errors import StrictDataclassError
+from transformers.activations import ACT2FN
 from transformers.configuration_utils import PreTrainedConfig
 from transformers.dynamic_module_utils import get_relative_import_files
-from transformers.modeling_rope_utils import RopeParameters
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, RopeParameters
 
-ABSOLUTE_POSITION_ENCODING_NAMES = ("none", "sinusoidal", "learned", "dynamic", "conditional", "multiscale")
-RELATIVE_POSITION_ENCODING_NAMES = ("none", "rope", "time_rope", "alibi", "relative_bias")
-POSITION_FUSION_NAMES = ("add", "concat", "gated")
-POOLING_NAMES = ("mean", "cls")
+# The choices, each written once. `positional_encodings.py` keys its registries by these names (a test asserts that the
+# registries and these Literals hold the same names); the tuples are for argparse `choices` and messages.
+AbsolutePositionEncodingName = Literal["none", "sinusoidal", "learned", "dynamic", "conditional", "multiscale"]
+RelativePositionEncodingName = Literal["none", "rope", "time_rope", "alibi", "relative_bias"]
+PositionFusionName = Literal["add", "concat", "gated"]
+PoolingName = Literal["mean", "cls"]
+ActivationName = Literal[tuple(ACT2FN)]
+ABSOLUTE_POSITION_ENCODING_NAMES = get_args(AbsolutePositionEncodingName)
+RELATIVE_POSITION_ENCODING_NAMES = get_args(RelativePositionEncodingName)
+POSITION_FUSION_NAMES = get_args(PositionFusionName)
+POOLING_NAMES = get_args(PoolingName)
+ROTARY_ENCODINGS = ("rope", "time_rope")
 
 # Tokens of a clockless modality in a sample with no clocked modality sit one TMRoPE step (40 ms) apart,
 # so that a text-only sample under `time_rope` with the default `time_units_per_second` reduces to 1-D RoPE.
@@ -29,10 +44,30 @@ MODEL_AUTO_MAP = {
 }
 
 
-def validate_modality_spec(modalities: dict[str, dict[str, Any]]) -> None:
-    """Raise a `ValueError` naming the modality and the field when a modality declaration is unusable."""
+def as_int(value: Any, where: str) -> int:
+    """`value` as a Python int: ints and numpy integers pass (a `np.int64` width is a valid width); bool, floats and
+    strings raise a `TypeError` naming `where`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{where} must be an int, got {type(value).__name__} {value!r}.")
+    return int(value)
+
+
+def as_float(value: Any, where: str) -> float:
+    """`value` as a finite Python float: ints, floats and numpy scalars pass; bool and strings raise a `TypeError`,
+    NaN and infinities a `ValueError`, each naming `where`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{where} must be a number, got {type(value).__name__} {value!r}.")
+    if not math.isfinite(value):
+        raise ValueError(f"{where} must be finite, got {value!r}.")
+    return float(value)
+
+
+def normalize_modality_spec(modalities: Any) -> dict[str, dict[str, Any]]:
+    """The modality declaration with Python numbers (numpy scalars converted), or a `ValueError`/`TypeError` naming the
+    modality and the field when it is unusable."""
     if not isinstance(modalities, dict) or not modalities:
         raise ValueError("`modalities` must be a non-empty dict mapping a modality name to its spec.")
+    normalized = {}
     for name, spec in modalities.items():
         if not isinstance(name, str) or not name or name in ("timestamps", "labels", "label"):
             raise ValueError(f"Modality name {name!r} is not allowed: use a non-empty string other than timestamps/labels.")
@@ -44,15 +79,65 @@ def validate_modality_spec(modalities: dict[str, dict[str, Any]]) -> None:
         has_dim, has_vocab = spec.get("input_dim") is not None, spec.get("vocab_size") is not None
         if has_dim == has_vocab:
             raise ValueError(f"Modality '{name}': give exactly one of `input_dim` (features) or `vocab_size` (token ids).")
-        size = spec["input_dim"] if has_dim else spec["vocab_size"]
-        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-            field = "input_dim" if has_dim else "vocab_size"
+        field = "input_dim" if has_dim else "vocab_size"
+        size = as_int(spec[field], f"Modality '{name}': `{field}`")
+        if size < 1:
             raise ValueError(f"Modality '{name}': `{field}` must be a positive int, got {size!r}.")
         rate = spec.get("sampling_rate")
-        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0):
-            raise ValueError(f"Modality '{name}': `sampling_rate` must be a positive number of tokens per second or None, got {rate!r}.")
+        if rate is not None:
+            rate = as_float(rate, f"Modality '{name}': `sampling_rate` (tokens per second, or None)")
+            if not rate > 0:
+                raise ValueError(f"Modality '{name}': `sampling_rate` must be a positive number of tokens per second or None, got {rate!r}.")
+        normalized[name] = {field: size, **({"sampling_rate": rate} if "sampling_rate" in spec else {})}
+    return normalized
 
 
+def validate_modality_spec(modalities: dict[str, dict[str, Any]]) -> None:
+    """Raise a `ValueError`/`TypeError` naming the modality and the field when a modality declaration is unusable."""
+    normalize_modality_spec(modalities)
+
+
+def plain_errors(cls):
+    """`@strict` wraps every failed check in its own `StrictDataclass*Error`, which is neither a `ValueError` nor a
+    `TypeError`. Re-raise it as the type of its cause (keeping strict's message, which names the field or the
+    validator), so a bad config is caught by `except (ValueError, TypeError)` like every other bad input here. A string
+    outside a `Literal`'s choices is a bad value, not a bad type: `ValueError`."""
+    strict_init, strict_setattr, strict_validate = cls.__init__, cls.__setattr__, cls.validate
+    field_types = {name: field.type for name, field in cls.__dataclass_fields__.items()}
+
+    def reraise(error: StrictDataclassError, wrong_choice: bool = False):
+        cause = error.__cause__
+        kind = type(cause) if isinstance(cause, (ValueError, TypeError)) and not wrong_choice else ValueError
+        raise kind(str(error)) from error
+
+    @functools.wraps(strict_init)
+    def __init__(self, *args, **kwargs):
+        # numpy scalars are valid numbers for the int/float fields (strict's isinstance checks would refuse them)
+        kwargs = {key: value.item() if isinstance(value, np.number) else value for key, value in kwargs.items()}
+        try:
+            strict_init(self, *args, **kwargs)
+        except StrictDataclassError as error:
+            reraise(error)
+
+    def __setattr__(self, name, value):
+        try:
+            strict_setattr(self, name, value)
+        except StrictDataclassError as error:
+            reraise(error, wrong_choice=get_origin(field_types.get(name)) is Literal and isinstance(value, str))
+
+    def validate(self):
+        try:
+            strict_validate(self)
+        except StrictDataclassError as error:
+            reraise(error)
+
+    validate.__is_defined_by_strict_decorator__ = True  # lets a subclass apply `@strict` again
+    cls.__init__, cls.__setattr__, cls.validate = __init__, __setattr__, validate
+    return cls
+
+
+@plain_errors
+@strict
 class PosAttnConfig(PreTrainedConfig):
     r"""
     Configuration of a [`PosAttnModel`]: a bidirectional transformer encoder over one token sequence built from several
@@ -84,24 +169,24 @@ class PosAttnConfig(PreTrainedConfig):
     model_type = "posattn"
 
     modalities: dict | None = None
-    modality_names: list | None = None
+    modality_names: list[str] | None = None
     hidden_size: int = 128
     num_hidden_layers: int = 4
     num_attention_heads: int = 4
     intermediate_size: int = 512
-    hidden_act: str = "gelu"
-    hidden_dropout_prob: float = 0.1
-    attention_dropout: float = 0.0
-    classifier_dropout: float | None = None
+    hidden_act: ActivationName = "gelu"
+    hidden_dropout_prob: float | int = 0.1
+    attention_dropout: float | int = 0.0
+    classifier_dropout: float | int | None = None
     layer_norm_eps: float = 1e-5
-    initializer_range: float = 0.02
-    pooling: str = "mean"
-    absolute_position_encoding: str = "sinusoidal"
-    relative_position_encoding: str = "none"
-    position_fusion: str = "add"
+    initializer_range: float | int = 0.02
+    pooling: PoolingName = "mean"
+    absolute_position_encoding: AbsolutePositionEncodingName = "sinusoidal"
+    relative_position_encoding: RelativePositionEncodingName = "none"
+    position_fusion: PositionFusionName = "add"
     max_position_embeddings: int = 512
     rope_parameters: RopeParameters | dict | None = None
-    time_units_per_second: float = 25.0
+    time_units_per_second: float | int = 25.0
     conditional_kernel_size: int = 3
     multiscale_num_bands: int | None = None
     relative_attention_num_buckets: int = 32
@@ -110,7 +195,9 @@ class PosAttnConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         if self.modalities is None:
             self.modalities = {"features": {"input_dim": 16, "sampling_rate": 100.0}}
-        validate_modality_spec(self.modalities)
+        # numpy scalars (a width read from an array's shape, a rate from a float32 column) become Python numbers here,
+        # before anything derives from them or `config.json` has to serialise them
+        self.modalities = normalize_modality_spec(self.modalities)
         if self.modality_names is None:
             self.modality_names = list(self.modalities)
         if self.multiscale_num_bands is None:
@@ -118,47 +205,81 @@ class PosAttnConfig(PreTrainedConfig):
         if self.rope_parameters is None:
             self.rope_parameters = {"rope_type": "default", "rope_theta": 10000.0}
         super().__post_init__(**kwargs)
-        self.validate_posattn()
 
-    def validate(self):
-        """Run every `validate_*` check of this class (transformers calls this on save). The inherited `validate` runs
-        the list that `@strict` collected on `PreTrainedConfig`, missing `validate_posattn` and the override below."""
-        for name in sorted(dir(self)):
-            if name.startswith("validate_"):
-                try:
-                    getattr(self, name)()
-                except (ValueError, TypeError) as error:
-                    raise StrictDataclassClassValidationError(validator=name, cause=error) from error
+    # `@strict` runs every `validate_*` method after `__init__` and on save; each checks one group of fields.
 
-    def validate_rope(self):
-        """transformers' RoPE checks (an even head dimension...) only when a rotary encoding uses `rope_parameters`."""
-        if self.relative_position_encoding in ("rope", "time_rope"):
-            super().validate_rope()
-
-    def validate_posattn(self):
-        if sorted(self.modality_names) != sorted(self.modalities):
+    def validate_modalities(self):
+        normalize_modality_spec(self.modalities)
+        if sorted(self.modality_names) != sorted(self.modalities) or len(set(self.modality_names)) != len(self.modality_names):
             raise ValueError(
                 f"`modality_names` {self.modality_names} must list exactly the modalities {sorted(self.modalities)}."
             )
+
+    def validate_architecture(self):
+        """Sizes. Replaces the inherited check (of `num_heads`/`embed_dim`, which this config does not have); its name
+        sorts first, and `@strict` runs validators in name order, so the others may rely on positive sizes."""
+        for field in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                      "max_position_embeddings", "multiscale_num_bands"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"`{field}` must be a positive int, got {getattr(self, field)}.")
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"`hidden_size` ({self.hidden_size}) must be a multiple of `num_attention_heads` ({self.num_attention_heads})."
             )
-        choices = {
-            "absolute_position_encoding": ABSOLUTE_POSITION_ENCODING_NAMES,
-            "relative_position_encoding": RELATIVE_POSITION_ENCODING_NAMES,
-            "position_fusion": POSITION_FUSION_NAMES,
-            "pooling": POOLING_NAMES,
-        }
-        for field, allowed in choices.items():
-            if getattr(self, field) not in allowed:
-                raise ValueError(f"`{field}` must be one of {allowed}, got {getattr(self, field)!r}.")
-        if self.relative_position_encoding in ("rope", "time_rope") and self.head_dim % 2:
-            raise ValueError(f"Rotary encodings need an even head dimension, got {self.head_dim}.")
         if self.conditional_kernel_size < 1 or self.conditional_kernel_size % 2 == 0:
             raise ValueError(f"`conditional_kernel_size` must be a positive odd int, got {self.conditional_kernel_size}.")
-        if not self.time_units_per_second > 0:
-            raise ValueError(f"`time_units_per_second` must be positive, got {self.time_units_per_second}.")
+
+    def validate_numbers(self):
+        probabilities = ("hidden_dropout_prob", "attention_dropout", "classifier_dropout")
+        for field in probabilities:
+            value = getattr(self, field)
+            if value is not None and not 0 <= value <= 1:  # also rejects NaN
+                raise ValueError(f"`{field}` must be a probability in [0, 1], got {value}.")
+        for field, low in (("layer_norm_eps", "positive"), ("time_units_per_second", "positive"), ("initializer_range", "non-negative")):
+            value = getattr(self, field)
+            if not (math.isfinite(value) and (value > 0 if low == "positive" else value >= 0)):
+                raise ValueError(f"`{field}` must be a finite {low} number, got {value}.")
+
+    def validate_relative_bias(self):
+        """T5 bucketing needs room for exact buckets on both sides (an even count of at least 4) and a log range
+        beyond them (`max_distance` above the exact part, `num_buckets // 4`)."""
+        buckets, distance = self.relative_attention_num_buckets, self.relative_attention_max_distance
+        if buckets < 4 or buckets % 2:
+            raise ValueError(f"`relative_attention_num_buckets` must be an even int >= 4, got {buckets}.")
+        if distance <= buckets // 4:
+            raise ValueError(
+                f"`relative_attention_max_distance` ({distance}) must exceed `relative_attention_num_buckets // 4` "
+                f"({buckets // 4}), the last exactly-bucketed distance."
+            )
+
+    def validate_rope(self):
+        """transformers' RoPE checks, then a trial computation of the frequencies, only when a rotary encoding uses
+        `rope_parameters`: an unknown `rope_type`, a missing `factor` or a head too small for dynamic NTK fail here,
+        not at the first forward pass."""
+        if self.relative_position_encoding not in ROTARY_ENCODINGS:
+            return
+        if self.head_dim % 2:
+            raise ValueError(f"Rotary encodings need an even head dimension, got {self.head_dim}.")
+        parameters = self.rope_parameters
+        if not isinstance(parameters, dict):
+            raise TypeError(f"`rope_parameters` must be a dict, got {type(parameters).__name__}.")
+        rope_type = parameters.get("rope_type", "default")
+        if rope_type != "default" and rope_type not in ROPE_INIT_FUNCTIONS:
+            raise ValueError(f"`rope_parameters['rope_type']` must be one of {['default', *ROPE_INIT_FUNCTIONS]}, got {rope_type!r}.")
+        theta = parameters.get("rope_theta")
+        if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not (math.isfinite(theta) and theta > 0):
+            raise ValueError(f"`rope_parameters['rope_theta']` must be a finite positive number, got {theta!r}.")
+        try:
+            super().validate_rope()
+        except KeyError as error:  # transformers reports a missing key (yarn's `factor`...) as a KeyError
+            raise ValueError(f"`rope_parameters` {parameters}: {error.args[0]}") from error
+        if rope_type != "default":
+            try:
+                inv_freq, scaling = ROPE_INIT_FUNCTIONS[rope_type](self)
+            except (KeyError, TypeError, ValueError, ZeroDivisionError, ArithmeticError) as error:
+                raise ValueError(f"`rope_parameters` {parameters} cannot be used with head_dim {self.head_dim}: {error!r}.") from error
+            if not (bool(inv_freq.isfinite().all()) and math.isfinite(float(scaling))):
+                raise ValueError(f"`rope_parameters` {parameters} give non-finite frequencies for head_dim {self.head_dim}.")
 
     @property
     def head_dim(self) -> int:
