@@ -34,6 +34,10 @@ ROTARY_ENCODINGS = ("rope", "time_rope")
 # so that a text-only sample under `time_rope` with the default `time_units_per_second` reduces to 1-D RoPE.
 CLOCKLESS_STEP_SECONDS = 0.04
 
+# Features are expected normalised. Beyond this magnitude a float32 forward pass is no longer trustworthy (the
+# residual stream's squares in LayerNorm overflow near 1e19): the processor and the model refuse it with a clear error.
+MAX_FEATURE_MAGNITUDE = 1e12
+
 # The Auto classes a saved checkpoint answers to (remote code: `trust_remote_code=True`), by the flat file defining the
 # class. `save_pretrained` writes all of them into `config.json` whichever class is saved (transformers only writes the
 # saved class's own entry). The processor's entries (AutoFeatureExtractor, AutoProcessor) go to preprocessor_config.json.

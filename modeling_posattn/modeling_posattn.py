@@ -1,5 +1,6 @@
 """PyTorch PosAttn: a multimodal transformer encoder whose selling point is its positional encodings."""
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, can_return_tuple
 from transformers.utils.output_capturing import capture_outputs
 
-from .configuration_posattn import PosAttnConfig
+from .configuration_posattn import MAX_FEATURE_MAGNITUDE, PosAttnConfig
 from .positional_encodings import (
     ABSOLUTE_POSITION_ENCODINGS,
     POSITION_FUSIONS,
@@ -226,6 +227,21 @@ class PosAttnEmbeddings(nn.Module):
         return self.dropout(hidden_states)
 
 
+def _check_layout(name: str, tensor: torch.Tensor | None, shape: tuple[int, ...], kinds: str, hint: str = "") -> None:
+    """Shape and dtype of one packed input, from metadata only (no device sync). `kinds`: the allowed dtype kinds,
+    a subset of "bif" (bool, integer, floating)."""
+    if tensor is None:
+        return
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(tensor).__name__}.")
+    if tuple(tensor.shape) != shape:
+        raise ValueError(f"`{name}` has shape {tuple(tensor.shape)}, expected {shape} (batch, seq_len).{hint}")
+    kind = "b" if tensor.dtype == torch.bool else "f" if tensor.is_floating_point() else "c" if tensor.is_complex() else "i"
+    if kind not in kinds:
+        wanted = {"b": "bool", "i": "integer", "f": "floating"}
+        raise TypeError(f"`{name}` must be a tensor of dtype {' or '.join(wanted[k] for k in kinds)}, got {tensor.dtype}.")
+
+
 def resolve_token_positions(
     config: PosAttnConfig,
     input_values: torch.Tensor | None,
@@ -235,62 +251,154 @@ def resolve_token_positions(
     timestamps: torch.Tensor | None,
     attention_mask: torch.Tensor | None,
 ) -> TokenPositions:
-    """Validate packed inputs (`ValueError` naming the modality and the problem) and derive where every token sits."""
+    """Validate packed inputs and derive where every token sits.
+
+    Every problem raises a `ValueError`/`TypeError` naming the argument (and the modality or sample) before any work.
+    Shapes and dtypes are checked from metadata; the checks on values are one reduction and one host sync per batch,
+    and only a failing batch pays for the detailed message.
+
+    Timestamps are taken relative to each sample's first real token, in float64, before the float32 cast: every
+    relative encoding sees `t_j - t_i` exactly, however late the sample's clock starts (`t0` of 1e6 s and more).
+    """
     reference = input_values if input_values is not None else input_ids
     if reference is None:
         raise ValueError("Pass `input_values` (feature modalities) and/or `input_ids` (token modalities).")
-    shape, device = reference.shape[:2], reference.device
+    if not isinstance(reference, torch.Tensor) or reference.dim() < 2:
+        got = tuple(reference.shape) if isinstance(reference, torch.Tensor) else type(reference).__name__
+        name = "input_values" if input_values is not None else "input_ids"
+        raise ValueError(f"`{name}` must be a (batch, seq_len{', features' if input_values is not None else ''}) tensor, got {got}.")
+    shape, device = tuple(reference.shape[:2]), reference.device
+    if 0 in shape:
+        raise ValueError(f"Empty batch: inputs have shape {tuple(reference.shape)}; PosAttn needs at least one sample with one token.")
+    if input_values is not None:
+        width = config.max_feature_dim
+        if input_values.dim() != 3 or input_values.shape[-1] < width:
+            widest = max(config.modality_names, key=lambda name: config.modality_spec(name).get("input_dim") or 0)
+            raise ValueError(
+                f"Modality '{widest}': `input_values` must be (batch, seq_len, >= {width}) features, "
+                f"got {tuple(input_values.shape)}."
+            )
+        if input_values.is_complex() or input_values.dtype == torch.bool:
+            raise TypeError(f"`input_values` must be a real-valued tensor of features, got {input_values.dtype}.")
+    _check_layout("input_ids", input_ids, shape, "i")
+    _check_layout("modality_ids", modality_ids, shape, "i")
+    _check_layout("position_ids", position_ids, shape, "i")
+    _check_layout("timestamps", timestamps, shape, "if")
+    _check_layout(
+        "attention_mask", attention_mask, shape, "bif",
+        hint=" PosAttn builds its own attention bias from the 2-D padding mask (1 real token, 0 padding); do not pass "
+        "a 4-D additive mask." if attention_mask is not None and attention_mask.dim() != 2 else "",
+    )
     if modality_ids is None:
         if config.num_modalities > 1:
             raise ValueError(f"`modality_ids` is required with several modalities {config.modality_names}.")
         modality_ids = torch.zeros(shape, dtype=torch.long, device=device)
-    if tuple(modality_ids.shape) != tuple(shape):
-        raise ValueError(f"`modality_ids` has shape {tuple(modality_ids.shape)}, expected {tuple(shape)}.")
-    mask = torch.ones(shape, dtype=torch.bool, device=device) if attention_mask is None else attention_mask.bool()
+    mask = torch.ones(shape, dtype=torch.bool, device=device) if attention_mask is None else attention_mask != 0
     modality_ids = modality_ids.long()
-    empty_rows = (~mask.any(dim=1)).nonzero().flatten()
-    if empty_rows.numel():
-        raise ValueError(
-            f"Sample(s) {empty_rows.tolist()} have no tokens at all (`attention_mask` is all zeros): attention over "
-            "an empty set is undefined. Drop these samples before calling the model."
-        )
-    out_of_range = mask & ((modality_ids < 0) | (modality_ids >= config.num_modalities))
-    if out_of_range.any():
-        raise ValueError(
-            f"`modality_ids` holds {int(modality_ids[out_of_range][0])}, outside 0..{config.num_modalities - 1} "
-            f"(modalities {config.modality_names})."
-        )
+
+    # Per-modality facts as small lookup tables, gathered per token: no loop over modalities, no boolean indexing.
+    specs = [config.modality_spec(name) for name in config.modality_names]
+    num_modalities = config.num_modalities
+    in_range = (modality_ids >= 0) & (modality_ids < num_modalities)
+    token_modality = modality_ids.clamp(0, num_modalities - 1)
+    vocab = torch.tensor([spec.get("vocab_size") or 0 for spec in specs], device=device)[token_modality]
+    width = torch.tensor([spec.get("input_dim") or 0 for spec in specs], device=device)[token_modality]
+    real = mask & in_range
+    is_token, is_feature = real & (vocab > 0), real & (width > 0)
+    problems = {
+        "mask_values": (attention_mask != 0) & (attention_mask != 1) if attention_mask is not None else None,
+        "empty_rows": ~mask.any(dim=1),
+        "modality_range": mask & ~in_range,
+        "missing_ids": is_token if input_ids is None else None,
+        "missing_values": is_feature if input_values is None else None,
+        "token_ids": is_token & ((input_ids < 0) | (input_ids >= vocab)) if input_ids is not None else None,
+        "negative_positions": mask & (position_ids < 0) if position_ids is not None else None,
+        "timestamps": mask & ~torch.isfinite(timestamps) if timestamps is not None else None,
+    }
+    if input_values is not None:
+        columns = torch.arange(input_values.shape[-1], device=device) < width.unsqueeze(-1)  # (B, L, F) used columns
+        bad = ~torch.isfinite(input_values) | (input_values.abs() > MAX_FEATURE_MAGNITUDE)
+        problems["feature_values"] = is_feature & (bad & columns).any(dim=-1)
+    if position_ids is not None and config.absolute_position_encoding == "learned":
+        problems["learned_table"] = mask & (position_ids >= config.max_position_embeddings)
+    checks = {name: flags for name, flags in problems.items() if flags is not None}
+    failed = torch.stack([flags.any() for flags in checks.values()]).tolist()  # the one host sync of the checks
+    if any(failed):
+        first = next(name for name, flag in zip(checks, failed) if flag)
+        raise_input_error(first, checks[first], config, modality_ids, input_ids, input_values, position_ids, width)
+
     modality_ids = modality_ids.masked_fill(~mask, 0)
-    modality_counts = modality_one_hot(modality_ids, mask, config.num_modalities).sum(dim=1)  # (B, M) real tokens
-    present = modality_counts.sum(dim=0) > 0
-    for index, name in enumerate(config.modality_names):
-        if not present[index]:
-            continue
-        spec, selected = config.modality_spec(name), mask & (modality_ids == index)
-        if spec.get("input_dim") is not None:
-            if input_values is None or input_values.dim() != 3 or input_values.shape[-1] < spec["input_dim"]:
-                got = None if input_values is None else tuple(input_values.shape)
-                raise ValueError(
-                    f"Modality '{name}': `input_values` must be (batch, seq_len, >= {spec['input_dim']}), got {got}."
-                )
-            if not torch.isfinite(input_values[selected][:, : spec["input_dim"]]).all():
-                raise ValueError(f"Modality '{name}': `input_values` holds NaN or Inf.")
-        else:
-            if input_ids is None or input_ids.is_floating_point():
-                raise ValueError(f"Modality '{name}': `input_ids` must be an integer tensor of token ids.")
-            ids = input_ids[selected]
-            if ((ids < 0) | (ids >= spec["vocab_size"])).any():
-                raise ValueError(f"Modality '{name}': `input_ids` must lie in [0, {spec['vocab_size']}).")
+    modality_counts = modality_one_hot(modality_ids, mask, num_modalities).sum(dim=1)  # (B, M) real tokens
     if position_ids is None:
-        position_ids = default_position_ids(modality_ids, mask, config.num_modalities)
+        position_ids = default_position_ids(modality_ids, mask, num_modalities)
     position_ids = position_ids.long().masked_fill(~mask, 0)
     if timestamps is None:
         timestamps = default_timestamps(position_ids, modality_ids, mask, config.sampling_rates)
-    elif not torch.isfinite(timestamps[mask]).all():
-        raise ValueError("`timestamps` holds NaN or Inf.")
-    timestamps = timestamps.float().masked_fill(~mask, 0.0)
+    times = timestamps.double()
+    start = times.masked_fill(~mask, math.inf).amin(dim=1, keepdim=True)
+    timestamps = (times - start).masked_fill(~mask, 0.0).float()
     lengths = modality_counts.gather(1, modality_ids)
     return TokenPositions(position_ids, timestamps, modality_ids, mask, lengths)
+
+
+def features_as_float(input_values: torch.Tensor | None) -> torch.Tensor | None:
+    """Integer features are valid numbers (validated by `resolve_token_positions`): make them floats for the projection."""
+    return input_values if input_values is None or input_values.is_floating_point() else input_values.float()
+
+
+def raise_input_error(problem, flags, config, modality_ids, input_ids, input_values, position_ids, width) -> None:
+    """The detailed message for a failed check of `resolve_token_positions`: the slow path, run only on bad input."""
+    sample, token = (int(index) for index in flags.nonzero()[0]) if flags.dim() == 2 else (0, 0)
+    where = f"sample {sample}, token {token}"
+    name = (
+        config.modality_names[int(modality_ids[sample, token])]
+        if flags.dim() == 2 and 0 <= int(modality_ids[sample, token]) < config.num_modalities
+        else None
+    )
+    if problem == "mask_values":
+        raise ValueError(
+            f"`attention_mask` must hold 1 (real token) and 0 (padding) only ({where} holds a different value); "
+            "PosAttn builds its own attention bias from it."
+        )
+    if problem == "empty_rows":
+        rows = flags.nonzero().flatten().tolist()
+        raise ValueError(
+            f"Sample(s) {rows} have no tokens at all (`attention_mask` is all zeros): attention over an empty set is "
+            "undefined. Drop these samples before calling the model."
+        )
+    if problem == "modality_range":
+        raise ValueError(
+            f"`modality_ids` holds {int(modality_ids[sample, token])} at {where}, outside 0..{config.num_modalities - 1} "
+            f"(modalities {config.modality_names})."
+        )
+    if problem == "missing_ids":
+        raise ValueError(f"Modality '{name}': `input_ids` must be an integer tensor of token ids, got None ({where}).")
+    if problem == "missing_values":
+        raise ValueError(f"Modality '{name}': `input_values` (batch, seq_len, >= {int(width[sample, token])}) features are required, got None.")
+    if problem == "token_ids":
+        vocab_size = config.modality_spec(name)["vocab_size"]
+        raise ValueError(
+            f"Modality '{name}': `input_ids` must lie in [0, {vocab_size}), got {int(input_ids[sample, token])} at {where}."
+        )
+    if problem == "negative_positions":
+        raise ValueError(f"`position_ids` must be >= 0 on real tokens, got {int(position_ids[sample, token])} at {where} (modality '{name}').")
+    if problem == "timestamps":
+        raise ValueError(f"`timestamps` holds NaN or Inf at {where} (modality '{name}').")
+    if problem == "feature_values":
+        frame = input_values[sample, token, : int(width[sample, token])]
+        kind = "NaN or Inf" if not bool(torch.isfinite(frame).all()) else f"magnitudes above {MAX_FEATURE_MAGNITUDE:g}"
+        raise ValueError(
+            f"Modality '{name}': `input_values` holds {kind} at {where}. Features must be finite and normalised "
+            "(`PosAttnProcessor.fit` learns the mean and std)."
+        )
+    if problem == "learned_table":
+        longest = int(position_ids[flags].max()) + 1
+        raise ValueError(
+            f"Modality '{name}': {longest} tokens exceed the `learned` position table "
+            f"(max_position_embeddings={config.max_position_embeddings}). Truncate with the processor's `max_tokens`, "
+            "raise `max_position_embeddings`, or use an encoding without a maximum length."
+        )
+    raise ValueError(f"Invalid input ({problem}) at {where}.")
 
 
 class PosAttnPreTrainedModel(PreTrainedModel):
@@ -394,7 +502,7 @@ class PosAttnModel(PosAttnPreTrainedModel):
         **kwargs: Unpack[TransformersKwargs],
     ) -> PosAttnModelOutput:
         positions = self.token_positions(input_values, input_ids, modality_ids, position_ids, timestamps, attention_mask)
-        hidden_states = self.embeddings(input_values, input_ids, positions)
+        hidden_states = self.embeddings(features_as_float(input_values), input_ids, positions)
         output_modality_ids = positions.modality_ids.masked_fill(~positions.mask, -1)
         if self.cls_token is not None:
             hidden_states = torch.cat((self.cls_token.expand(hidden_states.shape[0], -1, -1), hidden_states), dim=1)

@@ -205,7 +205,7 @@ def test_narrow_features_are_rejected_with_modality(model_and_inputs):
 def test_float_token_ids_are_rejected(model_and_inputs):
     model, inputs = model_and_inputs
     inputs["input_ids"] = inputs["input_ids"].float()
-    with pytest.raises(ValueError, match="Modality 'text'.*integer"):
+    with pytest.raises(TypeError, match="input_ids.*integer"):  # a wrong dtype is a TypeError
         model(**inputs)
 
 

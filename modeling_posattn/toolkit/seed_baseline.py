@@ -17,6 +17,7 @@ from ..modeling_posattn import (
     PosAttnEmbeddings,
     PosAttnMLP,
     PosAttnPreTrainedModel,
+    features_as_float,
     resolve_token_positions,
 )
 from .seed_reference import MultiModalSelfAttention
@@ -57,7 +58,7 @@ class SeedReferenceForSequenceClassification(PosAttnPreTrainedModel):
         if attention_mask is not None and not attention_mask.bool().all():
             raise ValueError("The seed reference block has no padding mask: it only runs on batches without padding.")
         positions = resolve_token_positions(self.config, input_values, input_ids, modality_ids, position_ids, timestamps, attention_mask)
-        hidden_states = self.embeddings(input_values, input_ids, positions)
+        hidden_states = self.embeddings(features_as_float(input_values), input_ids, positions)
         for layer in self.layers:
             hidden_states = layer(hidden_states)
         logits = self.classifier(self.norm(hidden_states).mean(dim=1))
