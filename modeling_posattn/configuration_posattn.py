@@ -96,11 +96,6 @@ def normalize_modality_spec(modalities: Any) -> dict[str, dict[str, Any]]:
     return normalized
 
 
-def validate_modality_spec(modalities: dict[str, dict[str, Any]]) -> None:
-    """Raise a `ValueError`/`TypeError` naming the modality and the field when a modality declaration is unusable."""
-    normalize_modality_spec(modalities)
-
-
 def plain_errors(cls):
     """`@strict` wraps every failed check in its own `StrictDataclass*Error`, which is neither a `ValueError` nor a
     `TypeError`. Re-raise it as the type of its cause (keeping strict's message, which names the field or the
@@ -209,6 +204,19 @@ class PosAttnConfig(PreTrainedConfig):
         if self.rope_parameters is None:
             self.rope_parameters = {"rope_type": "default", "rope_theta": 10000.0}
         super().__post_init__(**kwargs)
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs):
+        """A saved config must say its modalities' order: `config.json` stores dict keys sorted, so without
+        `modality_names` the order that indexes the model's per-modality weights would silently become alphabetical."""
+        modalities = config_dict.get("modalities") or {}
+        if isinstance(modalities, dict) and len(modalities) > 1 and "modality_names" not in {**config_dict, **kwargs}:
+            raise ValueError(
+                f"The config lists modalities {sorted(modalities)} but no `modality_names`: their order (which indexes "
+                "the model's per-modality weights) cannot be recovered, because config.json stores keys sorted. Add "
+                '`"modality_names": [...]` to config.json in the order the model was built with.'
+            )
+        return super().from_dict(config_dict, **kwargs)
 
     # `@strict` runs every `validate_*` method after `__init__` and on save; each checks one group of fields.
 

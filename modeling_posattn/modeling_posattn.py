@@ -3,8 +3,10 @@
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from transformers import initialization as init
@@ -412,6 +414,21 @@ class PosAttnPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _can_record_outputs = {"hidden_states": PosAttnEncoderLayer, "attentions": PosAttnAttention}
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' loading, with a corrupted or truncated weights file reported as an `OSError` naming the file
+        (safetensors' own error names neither the file nor the checkpoint)."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except SafetensorError as error:
+            folder = Path(str(pretrained_model_name_or_path))
+            weights = sorted(map(str, folder.glob("*.safetensors"))) if folder.is_dir() else []
+            where = ", ".join(weights) or f"the .safetensors weights of '{pretrained_model_name_or_path}'"
+            raise OSError(
+                f"Cannot read {where}: {error}. The file is corrupted or truncated (an interrupted download or copy?): "
+                "download or save the checkpoint again."
+            ) from error
+
     def resize_token_embeddings(self, *args, **kwargs):
         # transformers' resizing updates `config.vocab_size`, but a PosAttn vocabulary lives in the modality spec.
         raise NotImplementedError(
@@ -510,6 +527,8 @@ class PosAttnModel(PosAttnPreTrainedModel):
             output_modality_ids = nn.functional.pad(output_modality_ids, (1, 0), value=-1)
 
         encoding, mask, score_mod, position_embeddings = self.relative_position_encoding, None, None, None
+        if self.config._attn_implementation == "eager":  # eager materialises (B, heads, L, L) attention weights
+            check_dense_bias_size(self.config, *positions.mask.shape, hidden_states.dtype)
         if encoding is None or encoding.kind == "rotary":
             mask = self.key_padding_mask(hidden_states, positions.mask)
             if encoding is not None:
@@ -517,6 +536,7 @@ class PosAttnModel(PosAttnPreTrainedModel):
         elif self.config._attn_implementation == "flex_attention":
             score_mod = flex_score_mod(encoding, positions)
         else:
+            check_dense_bias_size(self.config, *positions.mask.shape, hidden_states.dtype)
             mask = dense_attention_bias(encoding, positions, hidden_states.dtype)
 
         for layer in self.layers:
@@ -531,6 +551,34 @@ class PosAttnModel(PosAttnPreTrainedModel):
             pooled = (last_hidden_state * weights).sum(1) / weights.sum(1)
         return PosAttnModelOutput(
             last_hidden_state=last_hidden_state, pooler_output=pooled, modality_ids=output_modality_ids
+        )
+
+
+# Above this estimate a dense (B, heads, L, L) attention tensor is refused with a clear error rather than attempted:
+# the allocation would fail deep inside torch, or worse, push the machine into swap. Raise it if you have the memory.
+DENSE_ATTENTION_MAX_BYTES = 16 * 2**30
+
+
+def check_dense_bias_size(config: PosAttnConfig, batch_size: int, seq_len: int, dtype: torch.dtype,
+                          max_bytes: int | None = None) -> None:
+    """Refuse, before allocating, a dense attention bias (or eager attention weights) that would not fit.
+
+    The estimate counts the `(B, heads, L, L)` bias in `dtype`, the float32 score it is computed from and the
+    `(B, 1, L, L)` float32 time differences. A path that needs no L x L tensor (FlexAttention's `score_mod`, or a
+    blocked linear-memory path) does not call this.
+    """
+    max_bytes = DENSE_ATTENTION_MAX_BYTES if max_bytes is None else max_bytes
+    pairs = batch_size * seq_len * seq_len
+    estimate = pairs * (config.num_attention_heads * (torch.finfo(dtype).bits // 8 + 4) + 4)
+    if estimate > max_bytes:
+        raise ValueError(
+            f"A batch of {batch_size} sample(s) of up to {seq_len} tokens needs a dense ({batch_size}, "
+            f"{config.num_attention_heads}, {seq_len}, {seq_len}) attention tensor under "
+            f"relative_position_encoding='{config.relative_position_encoding}' with attn_implementation="
+            f"'{config._attn_implementation}': about {estimate / 2**30:.1f} GiB, over the {max_bytes / 2**30:.1f} GiB "
+            "limit (`modeling_posattn.modeling_posattn.DENSE_ATTENTION_MAX_BYTES`). Ways out: attn_implementation='flex_attention' "
+            "(the bias is computed inside the kernel, no L x L tensor), shorter samples (the processor's `max_tokens` "
+            "or `max_seconds`), a smaller batch, or a kernel-friendly encoding ('rope', 'time_rope') with sdpa."
         )
 
 
@@ -564,6 +612,13 @@ class PosAttnForSequenceClassification(PosAttnPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
+    @property
+    def problem_type(self) -> str:
+        """`config.problem_type`, or the one its `num_labels` implies (1: regression, more: single-label). Decided from
+        the config, never from a batch: transformers' default loss infers it from the first batch's label dtype and
+        writes it into the config for good, so one batch of float labels would turn a classifier multi-label."""
+        return self.config.problem_type or ("regression" if self.num_labels == 1 else "single_label_classification")
+
     @can_return_tuple
     def forward(
         self,
@@ -576,6 +631,8 @@ class PosAttnForSequenceClassification(PosAttnPreTrainedModel):
         labels: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> SequenceClassifierOutput:
+        if labels is not None:
+            labels = validate_labels(labels, self.problem_type, self.num_labels)
         outputs = self.posattn(
             input_values=input_values,
             input_ids=input_ids,
@@ -588,10 +645,64 @@ class PosAttnForSequenceClassification(PosAttnPreTrainedModel):
         logits = self.classifier(self.dropout(outputs.pooler_output))
         loss = None
         if labels is not None:
-            loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
+            loss = classification_loss(logits, labels, self.problem_type)
         return SequenceClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
+
+
+IGNORE_INDEX = -100  # single-label targets equal to this are left out of the loss, as in transformers' heads
+
+
+def validate_labels(labels: torch.Tensor, problem_type: str, num_labels: int) -> torch.Tensor:
+    """`labels` checked against the head (shape, dtype, range; one host sync) and converted to the loss's dtype, or a
+    `ValueError`/`TypeError` saying what the head expects."""
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"`labels` must be a torch.Tensor, got {type(labels).__name__}.")
+    if labels.is_complex() or labels.dtype == torch.bool and problem_type != "multi_label_classification":
+        raise TypeError(f"`labels` of dtype {labels.dtype} do not fit problem_type '{problem_type}'.")
+    batch = labels.shape[0] if labels.dim() else None
+    if problem_type == "single_label_classification":
+        if labels.is_floating_point():
+            raise TypeError(
+                f"problem_type 'single_label_classification' needs integer class ids in `labels`, got {labels.dtype} "
+                "(for several labels per sample set `problem_type='multi_label_classification'`; for a number, "
+                "'regression')."
+            )
+        if labels.dim() != 1:
+            raise ValueError(f"Single-label `labels` must be (batch,) class ids, got shape {tuple(labels.shape)}.")
+        bad = ((labels < 0) | (labels >= num_labels)) & (labels != IGNORE_INDEX)
+        if bool(bad.any()):
+            index = int(bad.nonzero()[0, 0])
+            raise ValueError(
+                f"`labels` must be class ids in [0, {num_labels}) (num_labels={num_labels}), got {int(labels[index])} "
+                f"for sample {index}."
+            )
+        return labels.long()
+    expected = (batch, num_labels)
+    if problem_type == "regression" and num_labels == 1 and labels.dim() == 1:
+        expected = (batch,)
+    if batch is None or tuple(labels.shape) != expected:
+        raise ValueError(
+            f"problem_type '{problem_type}' with num_labels={num_labels} needs `labels` of shape {expected}, "
+            f"got {tuple(labels.shape)}."
+        )
+    labels = labels.float() if not labels.is_floating_point() else labels
+    if problem_type == "regression":
+        if not bool(torch.isfinite(labels).all()):
+            raise ValueError("Regression `labels` hold NaN or Inf.")
+    elif not bool(((labels >= 0) & (labels <= 1)).all()):  # multi-label targets are probabilities; also catches NaN
+        raise ValueError("Multi-label `labels` must be 0/1 targets (or probabilities in [0, 1]).")
+    return labels
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str) -> torch.Tensor:
+    """The head's loss for the config's `problem_type` (MSE, cross-entropy, or per-label binary cross-entropy)."""
+    if problem_type == "regression":
+        return nn.functional.mse_loss(logits.squeeze(-1) if labels.dim() == 1 else logits, labels.to(logits.dtype))
+    if problem_type == "single_label_classification":
+        return nn.functional.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
+    return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
 
 
 __all__ = ["PosAttnModel", "PosAttnForSequenceClassification", "PosAttnPreTrainedModel"]

@@ -1,5 +1,7 @@
 """PosAttnProcessor: raw per-modality arrays -> the packed token layout that `PosAttnModel.forward` takes."""
 
+import math
+import numbers
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -8,7 +10,7 @@ import numpy as np
 
 from transformers.feature_extraction_utils import BatchFeature, FeatureExtractionMixin
 
-from .configuration_posattn import CLOCKLESS_STEP_SECONDS, validate_modality_spec
+from .configuration_posattn import CLOCKLESS_STEP_SECONDS, MAX_FEATURE_MAGNITUDE, normalize_modality_spec
 
 RESERVED_KEYS = ("timestamps", "labels", "label")
 
@@ -48,14 +50,13 @@ class PosAttnProcessor(FeatureExtractionMixin):
         super().__init__(**kwargs)
         if modalities is None:
             raise ValueError("PosAttnProcessor needs `modalities`, the same spec as the model config's.")
-        validate_modality_spec(modalities)
-        self.modalities = modalities
+        self.modalities = modalities = normalize_modality_spec(modalities)
         self.modality_names = list(modality_names) if modality_names is not None else list(modalities)
-        if sorted(self.modality_names) != sorted(modalities):
+        if sorted(self.modality_names) != sorted(modalities) or len(set(self.modality_names)) != len(modalities):
             raise ValueError(f"`modality_names` {self.modality_names} must list exactly the modalities {sorted(modalities)}.")
-        self.normalization = normalization or {}
-        self.max_tokens = max_tokens
-        self.max_seconds = max_seconds
+        self.normalization = self._checked_normalization(normalization or {})
+        self.max_tokens = self._checked_limit("max_tokens", max_tokens, integer=True)
+        self.max_seconds = self._checked_limit("max_seconds", max_seconds, integer=False)
 
     @classmethod
     def from_model_config(cls, config, **kwargs) -> "PosAttnProcessor":
@@ -83,6 +84,46 @@ class PosAttnProcessor(FeatureExtractionMixin):
     def has_token_modality(self) -> bool:
         return any(spec.get("vocab_size") is not None for spec in self.modalities.values())
 
+    def _checked_limit(self, argument: str, setting, integer: bool):
+        """A truncation limit: None, one positive number for every modality, or `{modality: number}` with known names."""
+        if setting is None:
+            return None
+        per_modality = setting if isinstance(setting, Mapping) else {name: setting for name in self.modality_names}
+        unknown = [name for name in per_modality if name not in self.modalities]
+        if unknown:
+            raise ValueError(f"`{argument}` names unknown modality {unknown[0]!r}; this processor knows {self.modality_names}.")
+        for name, value in per_modality.items():
+            if value is None:
+                continue
+            wrong_type = isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real)
+            if wrong_type:
+                kind = "an int" if integer else "a number of seconds"
+                raise TypeError(f"`{argument}` for modality '{name}' must be {kind}, got {type(value).__name__} {value!r}.")
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"`{argument}` for modality '{name}' must be positive (and finite), got {value!r}.")
+        if isinstance(setting, Mapping):
+            return {name: (None if value is None else int(value) if integer else float(value)) for name, value in setting.items()}
+        return int(setting) if integer else float(setting)
+
+    def _checked_normalization(self, normalization) -> dict[str, dict[str, list[float]]]:
+        """Per-channel statistics of feature modalities: `input_dim` finite means and finite positive stds each."""
+        if not isinstance(normalization, Mapping):
+            raise TypeError(f"`normalization` must be a dict {{modality: {{'mean': [...], 'std': [...]}}}}, got {type(normalization).__name__}.")
+        checked = {}
+        for name, stats in normalization.items():
+            dim = self.modalities.get(name, {}).get("input_dim")
+            if dim is None:
+                raise ValueError(f"`normalization` for {name!r}: not a feature modality of this processor ({self.modality_names}).")
+            if not isinstance(stats, Mapping) or set(stats) != {"mean", "std"}:
+                raise ValueError(f"`normalization` for modality '{name}' must be {{'mean': [...], 'std': [...]}}.")
+            mean, std = (np.asarray(stats[key], dtype=np.float64) for key in ("mean", "std"))
+            if mean.shape != (dim,) or std.shape != (dim,):
+                raise ValueError(f"`normalization` for modality '{name}': mean and std need {dim} values each, got {mean.shape} and {std.shape}.")
+            if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+                raise ValueError(f"`normalization` for modality '{name}': means must be finite and stds finite and > 0.")
+            checked[name] = {"mean": mean.tolist(), "std": std.tolist()}
+        return checked
+
     def _limit(self, setting, name):
         return setting.get(name) if isinstance(setting, Mapping) else setting
 
@@ -94,12 +135,18 @@ class PosAttnProcessor(FeatureExtractionMixin):
         """Fit per-channel mean and standard deviation of every feature modality on training samples (a list of samples,
         a dict of columns, or a `datasets.Dataset`). Channels with zero variance keep a standard deviation of 1."""
         sums, squares, counts = {}, {}, {}
-        for sample in _iter_samples(samples):
+        for index, sample in enumerate(_iter_samples(samples)):
+            if not isinstance(sample, Mapping):
+                raise ValueError(f"fit(): sample {index} must be a dict of modality name -> array, got {type(sample).__name__}.")
             for name, value in sample.items():
-                if name not in self.modalities or value is None or self.modalities[name].get("input_dim") is None:
+                if name in RESERVED_KEYS or value is None:
                     continue
-                frames = np.asarray(value, dtype=np.float64).reshape(-1, self.modalities[name]["input_dim"])
-                frames = frames[np.isfinite(frames).all(axis=1)]
+                if name not in self.modalities:
+                    raise ValueError(f"fit(): sample {index} has unknown modality {name!r}; this processor knows {self.modality_names}.")
+                if self.modalities[name].get("input_dim") is None:
+                    continue
+                frames = self._features(value, self.modalities[name], f"fit(): sample {index}, modality '{name}'", finite=False)
+                frames = frames[np.isfinite(frames).all(axis=1)]  # fitting skips broken frames; encoding refuses them
                 sums[name] = sums.get(name, 0.0) + frames.sum(axis=0)
                 squares[name] = squares.get(name, 0.0) + (frames**2).sum(axis=0)
                 counts[name] = counts.get(name, 0) + len(frames)
@@ -166,6 +213,8 @@ class PosAttnProcessor(FeatureExtractionMixin):
             if name in self.normalization:
                 stats = self.normalization[name]
                 content = (content - np.asarray(stats["mean"])) / np.asarray(stats["std"])
+                if (np.abs(content) > MAX_FEATURE_MAGNITUDE).any():
+                    raise ValueError(f"{where}, modality '{name}': features exceed {MAX_FEATURE_MAGNITUDE:g} after normalisation (a std near 0?).")
             blocks.append([modality_id, name, content, times])
 
         if not blocks:
@@ -194,7 +243,9 @@ class PosAttnProcessor(FeatureExtractionMixin):
             row["input_ids"] = ids
         row["modality_ids"] = modality_ids.astype(np.int64)
         row["position_ids"] = np.concatenate([np.arange(len(content)) for _, _, content, _ in blocks]).astype(np.int64)
-        row["timestamps"] = np.concatenate([times for *_, times in blocks]).astype(np.float32)
+        # float64: a clock at t0 = 1e6 s keeps sub-microsecond steps (float32 would round to 1/16 s); the model takes
+        # differences relative to the sample's start before its own float32 cast
+        row["timestamps"] = np.concatenate([times for *_, times in blocks]).astype(np.float64)
         row["attention_mask"] = np.ones(total, dtype=np.int64)
         label = sample.get("labels", sample.get("label"))
         if label is not None:
@@ -202,23 +253,38 @@ class PosAttnProcessor(FeatureExtractionMixin):
         return row
 
     @staticmethod
-    def _features(value, spec, where) -> np.ndarray:
-        array = np.asarray(value)
-        if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
-            raise ValueError(f"{where}: features must be a numeric T x {spec['input_dim']} array, got dtype {array.dtype}.")
+    def _features(value, spec, where, finite: bool = True) -> np.ndarray:
+        """A `(T, input_dim)` float64 array of real, finite features of sane magnitude (see `MAX_FEATURE_MAGNITUDE`)."""
+        try:
+            array = np.asarray(value)
+        except ValueError as error:  # numpy's "inhomogeneous shape": frames of different widths
+            raise ValueError(f"{where}: features must be a T x {spec['input_dim']} array; frames differ in length ({error}).") from None
+        if array.dtype == object or np.iscomplexobj(array) or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+            raise ValueError(f"{where}: features must be a real numeric T x {spec['input_dim']} array, got dtype {array.dtype}.")
         if array.size == 0:
             return np.zeros((0, spec["input_dim"]))
         if array.ndim != 2 or array.shape[1] != spec["input_dim"]:
             raise ValueError(f"{where}: features must have shape (T, {spec['input_dim']}), got {array.shape}.")
         array = array.astype(np.float64)
+        if not finite:
+            return array
         bad = ~np.isfinite(array).all(axis=1)
         if bad.any():
             raise ValueError(f"{where}: features hold NaN or Inf (first at frame {int(np.argmax(bad))}).")
+        huge = (np.abs(array) > MAX_FEATURE_MAGNITUDE).any(axis=1)
+        if huge.any():
+            raise ValueError(
+                f"{where}: features exceed {MAX_FEATURE_MAGNITUDE:g} in magnitude (first at frame {int(np.argmax(huge))}); "
+                "rescale them (float32 cannot carry them through the model)."
+            )
         return array
 
     @staticmethod
     def _token_ids(value, spec, where) -> np.ndarray:
-        array = np.asarray(value)
+        try:
+            array = np.asarray(value)
+        except ValueError as error:
+            raise ValueError(f"{where}: token ids must be a 1-D sequence of ints ({error}).") from None
         if array.size == 0:
             return np.zeros(0, dtype=np.int64)
         if array.ndim != 1:
@@ -243,14 +309,14 @@ class PosAttnProcessor(FeatureExtractionMixin):
         return times
 
     def _fill_times(self, blocks: list) -> None:
-        """Fill missing times: clocked `i / r`; clockless spread over the sample's duration (see class docstring)."""
-        duration = 0.0
+        """Fill missing times: clocked `i / r`; clockless spread over the sample's span (see class docstring)."""
+        start, end = math.inf, -math.inf
         for _, name, content, times in blocks:
             rate = self.modalities[name].get("sampling_rate")
             if times is not None:
-                duration = max(duration, times[-1] + (1.0 / rate if rate else 0.0))
+                start, end = min(start, times[0]), max(end, times[-1] + (1.0 / rate if rate else 0.0))
             elif rate:
-                duration = max(duration, len(content) / rate)
+                start, end = min(start, 0.0), max(end, len(content) / rate)
         for block in blocks:
             _, name, content, times = block
             if times is not None:
@@ -258,10 +324,10 @@ class PosAttnProcessor(FeatureExtractionMixin):
             rate, positions = self.modalities[name].get("sampling_rate"), np.arange(len(content), dtype=np.float64)
             if rate:
                 block[3] = positions / rate
-            elif duration > 0:
-                block[3] = (positions + 0.5) * duration / len(content)
+            elif end > start:  # over the clocked span [start, end]: a clip whose clock starts at 3600 s keeps its text there
+                block[3] = start + (positions + 0.5) * (end - start) / len(content)
             else:
-                block[3] = positions * CLOCKLESS_STEP_SECONDS
+                block[3] = (start if math.isfinite(start) else 0.0) + positions * CLOCKLESS_STEP_SECONDS
 
     def _truncate(self, blocks: list, where: str) -> None:
         for block in blocks:
@@ -306,8 +372,7 @@ class PosAttnProcessor(FeatureExtractionMixin):
         recompilations). Rows are never truncated here: a row longer than `max_length` is an error (truncate with the
         processor's `max_tokens` / `max_seconds`, which know the modalities).
         """
-        if not rows:
-            raise ValueError("Cannot pad an empty list of rows.")
+        check_rows(rows, self.feature_dim)
         lengths = [len(row["modality_ids"]) for row in rows]
         target = self._padded_length(lengths, padding, max_length, pad_to_multiple_of)
         batch_size = len(rows)
@@ -318,7 +383,7 @@ class PosAttnProcessor(FeatureExtractionMixin):
                 values[i, : lengths[i]] = np.asarray(row["input_values"], dtype=np.float32).reshape(lengths[i], -1)
             batch["input_values"] = values
         for key, dtype in (("input_ids", np.int64), ("modality_ids", np.int64), ("position_ids", np.int64),
-                           ("timestamps", np.float32), ("attention_mask", np.int64)):
+                           ("timestamps", np.float64), ("attention_mask", np.int64)):
             if key not in rows[0] or (key == "attention_mask" and return_attention_mask is False):
                 continue
             padded = np.zeros((batch_size, target), dtype=dtype)
@@ -329,7 +394,7 @@ class PosAttnProcessor(FeatureExtractionMixin):
         if any(label is not None for label in labels):
             if any(label is None for label in labels):
                 raise ValueError("Some rows carry labels and some do not.")
-            array = np.asarray(labels)
+            array = np.asarray(labels)  # numeric: checked by `check_rows`
             batch["labels"] = array.astype(np.int64 if np.issubdtype(array.dtype, np.integer) else np.float32)
         return BatchFeature(batch, tensor_type=return_tensors)
 
@@ -358,6 +423,49 @@ class PosAttnProcessor(FeatureExtractionMixin):
                 raise ValueError(f"`pad_to_multiple_of` must be a positive int, got {pad_to_multiple_of!r}.")
             longest = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
         return longest
+
+
+PACKED_KEYS = ("input_values", "input_ids", "modality_ids", "position_ids", "timestamps", "attention_mask")
+
+
+def check_rows(rows: list[Mapping[str, Any]], feature_dim: int) -> None:
+    """Rows about to be padded into one batch must agree: the same packed keys, every key as long as the row's
+    `modality_ids`, features `feature_dim` wide, and numeric labels of one shape (all rows or none). Raises a
+    `ValueError`/`TypeError` naming the row and the key."""
+    if not rows:
+        raise ValueError("Cannot pad an empty list of rows.")
+    keys = None
+    label_shape = None
+    for index, row in enumerate(rows):
+        if not isinstance(row, Mapping) or "modality_ids" not in row:
+            raise ValueError(f"Row {index}: expected a packed row (a dict with `modality_ids`), got {type(row).__name__}.")
+        row_keys = {key for key in PACKED_KEYS if key in row and row[key] is not None}
+        if keys is None:
+            keys = row_keys
+        elif row_keys != keys:
+            raise ValueError(
+                f"Row {index} has keys {sorted(row_keys)} but row 0 has {sorted(keys)}: rows of one batch must come "
+                "from the same processor."
+            )
+        length = len(row["modality_ids"])
+        for key in row_keys - {"input_values"}:
+            if np.ndim(row[key]) != 1 or len(row[key]) != length:
+                raise ValueError(f"Row {index}: `{key}` has shape {np.shape(row[key])}, expected ({length},) like its `modality_ids`.")
+        if "input_values" in row_keys:
+            shape = np.shape(row["input_values"])
+            if shape not in ((length, feature_dim), (length * feature_dim,)):
+                raise ValueError(f"Row {index}: `input_values` has shape {shape}, expected ({length}, {feature_dim}).")
+        label = row.get("labels", row.get("label"))
+        if label is not None:
+            array = np.asarray(label)
+            if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool) or np.iscomplexobj(array):
+                raise TypeError(
+                    f"Row {index}: `labels` must be numbers (class ids, 0/1 targets or values), got {label!r}; map "
+                    "class names to ids first (e.g. with `config.label2id`)."
+                )
+            if label_shape is not None and array.shape != label_shape:
+                raise ValueError(f"Row {index}: `labels` has shape {array.shape} but row 0's has {label_shape}.")
+            label_shape = array.shape
 
 
 def _iter_samples(samples) -> Iterable[Mapping[str, Any]]:

@@ -26,9 +26,9 @@ def test_packed_layout(processor):
     assert (batch["input_values"][0, 2:10, 4:] == 0).all()
     assert batch["input_ids"][0, 10:].tolist() == list(sample["text"])
     audio_times = batch["timestamps"][0, 2:10]
-    torch.testing.assert_close(audio_times, torch.arange(8) / 100.0)
+    torch.testing.assert_close(audio_times, torch.arange(8, dtype=torch.float64) / 100.0)  # float64: see test_bad_inputs
     # text is spread over the sample's duration: max(8 / 100, 2 / 25) = 0.08 s
-    torch.testing.assert_close(batch["timestamps"][0, 10:], (torch.arange(3) + 0.5) * 0.08 / 3)
+    torch.testing.assert_close(batch["timestamps"][0, 10:], (torch.arange(3, dtype=torch.float64) + 0.5) * 0.08 / 3)
 
 
 def test_processor_times_match_model_defaults(processor):
@@ -37,15 +37,15 @@ def test_processor_times_match_model_defaults(processor):
     mask = batch["attention_mask"].bool()
     rates = [MODALITIES[name]["sampling_rate"] for name in processor.modality_names]
     derived = default_timestamps(batch["position_ids"], batch["modality_ids"], mask, rates)
-    torch.testing.assert_close(derived[mask], batch["timestamps"][mask])
+    torch.testing.assert_close(derived[mask], batch["timestamps"][mask].float())
     # text alone: 40 ms apart
-    torch.testing.assert_close(batch["timestamps"][1, :5], torch.arange(5) * 0.04)
+    torch.testing.assert_close(batch["timestamps"][1, :5], torch.arange(5, dtype=torch.float64) * 0.04)
 
 
 def test_given_timestamps_are_used(processor):
     sample = {"audio": np.zeros((3, 4)), "timestamps": {"audio": [0.0, 0.5, 2.0]}}
     batch = processor([sample], return_tensors="pt")
-    torch.testing.assert_close(batch["timestamps"][0], torch.tensor([0.0, 0.5, 2.0]))
+    torch.testing.assert_close(batch["timestamps"][0], torch.tensor([0.0, 0.5, 2.0], dtype=torch.float64))
 
 
 def test_fit_normalises_and_is_saved(tmp_path, processor):
