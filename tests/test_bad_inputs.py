@@ -3,6 +3,7 @@ correct. One table row per case (`BAD_INPUTS`), a seeded bounded config fuzz, an
 
 import json
 import math
+import os
 import random
 import warnings
 
@@ -248,11 +249,9 @@ def shifted_outputs(encoding: str, t0: float) -> float:
     return float((run(0.0) - run(t0)).abs().max())
 
 
-SHIFT_CASES = [
-    pytest.param(name, marks=pytest.mark.xfail(strict=False, reason="relative_bias rounds distances that fall on "
-                 "ties; robust bucketing is the speed helper's rewrite")) if name == "relative_bias" else name
-    for name in RELATIVE_POSITION_ENCODINGS if name != "none"
-]
+# relative_bias included: with times relative to the sample's start, distances that fall on rounding ties round the
+# same way at every clock start.
+SHIFT_CASES = [name for name in RELATIVE_POSITION_ENCODINGS if name != "none"]
 
 
 @pytest.mark.parametrize("encoding", SHIFT_CASES)
@@ -271,45 +270,48 @@ def test_clockless_modality_spreads_over_the_sample_span():
 
 # Bounded config fuzz: random (often invalid) configs; each is refused at construction or runs to finite outputs.
 
-FUZZ_CONFIGS = 150
+FUZZ_CONFIGS = int(os.environ.get("POSATTN_FUZZ_CONFIGS", 500))  # about 15 s on one CPU core
 
 
 def random_config(rng: random.Random) -> dict:
-    def pick(*values):
-        return rng.choice(values)
+    """Mostly valid settings; each field is out of range or of a wrong kind now and then (about one config in three
+    holds at least one bad field)."""
 
-    heads = pick(1, 2, 4, 3, 0)
-    rope_type = pick("default", "default", "linear", "dynamic", "yarn", "llama3", "unknown")
-    rope = {"rope_type": rope_type, "rope_theta": pick(10000.0, 100.0, -1.0)}
-    if rope_type != "default" and rng.random() < 0.8:
-        rope["factor"] = pick(2.0, 4.0, 0.5)
-    if rope_type == "llama3" and rng.random() < 0.8:
+    def pick(valid, invalid=()):
+        return rng.choice(invalid) if invalid and rng.random() < 0.03 else rng.choice(valid)
+
+    heads = pick((1, 2, 4), (0, -1))
+    rope_type = pick(("default", "default", "linear", "dynamic", "yarn", "llama3"), ("unknown",))
+    rope = {"rope_type": rope_type, "rope_theta": pick((10000.0, 100.0, 1e6), (-1.0, math.inf))}
+    if rope_type != "default" and rng.random() < 0.97:
+        rope["factor"] = pick((2.0, 4.0, 1.0))
+    if rope_type == "llama3" and rng.random() < 0.97:
         rope.update(low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=8)
-    buckets = pick(32, 8, 4, 6, 2, 0, 5)
-    modalities = {"audio": {"input_dim": pick(1, 3, 4), "sampling_rate": pick(100.0, 16000.0, 0.5, None, math.inf)},
-                  "text": {"vocab_size": pick(1, 7)}}
+    buckets = pick((32, 8, 4, 6, 64), (2, 0, 5, 3))
+    modalities = {"audio": {"input_dim": pick((1, 3, 4), (0, 2.5)), "sampling_rate": pick((100.0, 16000.0, 0.5, None), (0.0, math.inf, math.nan))},
+                  "text": {"vocab_size": pick((1, 7, 50), (0,))}}
     if rng.random() < 0.3:
         modalities = {"video": {"input_dim": 2, "sampling_rate": 25.0}, **modalities}
     return dict(
         modalities=modalities,
-        hidden_size=heads * pick(2, 4, 8) if heads else pick(8, 16),
+        hidden_size=heads * pick((2, 4, 8)) if heads > 0 else 8,
         num_attention_heads=heads,
-        num_hidden_layers=pick(1, 2),
-        intermediate_size=pick(8, 16),
-        hidden_act=pick("gelu", "relu", "silu", "tanh", "swishy"),
-        absolute_position_encoding=pick(*ABSOLUTE_POSITION_ENCODING_NAMES),
-        relative_position_encoding=pick(*get_args(RelativePositionEncodingName)),
-        position_fusion=pick(*get_args(PositionFusionName)),
-        pooling=pick("mean", "cls"),
-        max_position_embeddings=pick(64, 8, 1, 0),
+        num_hidden_layers=pick((1, 2), (0,)),
+        intermediate_size=pick((8, 16), (0,)),
+        hidden_act=pick(("gelu", "relu", "silu", "tanh", "gelu_new", "quick_gelu"), ("swishy",)),
+        absolute_position_encoding=pick(ABSOLUTE_POSITION_ENCODING_NAMES, ("fancy",)),
+        relative_position_encoding=pick(get_args(RelativePositionEncodingName), (None,)),
+        position_fusion=pick(get_args(PositionFusionName), ("mul",)),
+        pooling=pick(("mean", "cls"), ("max",)),
+        max_position_embeddings=pick((64, 16, 512), (0, -1)),
         rope_parameters=rope,
-        time_units_per_second=pick(25.0, 1.0, 1000.0, 0.0, -5.0),
-        conditional_kernel_size=pick(1, 3, 5, 2),
-        multiscale_num_bands=pick(None, 1, 3, 0),
+        time_units_per_second=pick((25.0, 1.0, 1000.0, 0.01), (0.0, -5.0, math.inf)),
+        conditional_kernel_size=pick((1, 3, 5), (2, 0)),
+        multiscale_num_bands=pick((None, 1, 3, 64), (0, -2)),
         relative_attention_num_buckets=buckets,
-        relative_attention_max_distance=pick(1, buckets // 4, buckets // 4 + 1, 128, 10_000),
-        layer_norm_eps=pick(1e-5, 1e-12, 0.0),
-        hidden_dropout_prob=0.0,
+        relative_attention_max_distance=pick((buckets // 4 + 1, 128, 10_000), (1, buckets // 4, 0)),
+        layer_norm_eps=pick((1e-5, 1e-12), (0.0, math.nan)),
+        hidden_dropout_prob=pick((0.0, 0.1), (1.5, -0.1)),
         num_labels=3,
     )
 
@@ -347,4 +349,5 @@ def test_config_fuzz_refuses_or_runs_finite():
             output = net(**inputs, labels=torch.tensor([0, 2]))
         assert torch.isfinite(output.logits).all() and torch.isfinite(output.loss), (index, settings)
         ran += 1
-    assert refused + ran == FUZZ_CONFIGS and ran >= FUZZ_CONFIGS // 5, (refused, ran)
+    print(f"config fuzz: {FUZZ_CONFIGS} configs, {refused} refused with a clear error, {ran} ran to finite outputs")
+    assert refused + ran == FUZZ_CONFIGS and min(refused, ran) >= FUZZ_CONFIGS // 10, (refused, ran)
