@@ -676,3 +676,99 @@ def test_card_carries_the_dataset_studies(tmp_path):
     assert "## Positional-encoding studies on this dataset" in text and "time_rope | 0.900" in text
     validate_model_card(path)
     assert study_summaries("mosi", results) is None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# posattn-publish security: each attack crafted, each refused (or its file left out of the upload)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class _Exploit:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned",))
+
+
+def _pickle_bytes(protocol=4) -> bytes:
+    import pickle
+
+    return pickle.dumps(_Exploit(), protocol=protocol)
+
+
+def _attack(folder: Path, attack: str, secret: Path) -> None:
+    import gzip
+
+    import numpy as np
+
+    if attack == "symlink_to_secret":
+        (folder / "notes.txt").symlink_to(secret)
+    elif attack == "symlinked_folder":
+        (folder / "extra").symlink_to(secret.parent, target_is_directory=True)
+    elif attack == "pth_tar":
+        torch.save({"w": torch.zeros(2)}, folder / "weights.pth.tar")
+    elif attack == "object_npy":
+        np.save(folder / "table.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    elif attack == "pkl_gz":
+        (folder / "state.pkl.gz").write_bytes(gzip.compress(_pickle_bytes()))
+    elif attack == "gzip_pickle_renamed":
+        (folder / "extra.json").write_bytes(gzip.compress(_pickle_bytes()))
+    elif attack == "pickle_renamed_txt":
+        (folder / "notes.txt").write_bytes(_pickle_bytes(protocol=0))
+    elif attack == "torch_zip_renamed_json":
+        torch.save({"w": torch.zeros(2)}, folder / "extra_weights.json")
+    elif attack == "processor_config_foreign_code":
+        (folder / "processor_config.json").write_text(json.dumps(
+            {"processor_class": "EvilProcessor", "auto_map": {"AutoProcessor": "evil/repo--processing_evil.EvilProcessor"}}))
+    elif attack == "list_auto_map_foreign_code":
+        config = json.loads((folder / "config.json").read_text())
+        config["auto_map"]["AutoTokenizer"] = [None, "evil/repo--tokenization_evil.EvilTokenizerFast"]
+        (folder / "config.json").write_text(json.dumps(config))
+    elif attack == "tokenizer_config_foreign_code":
+        (folder / "tokenizer_config.json").write_text(json.dumps({"auto_map": {"AutoTokenizer": ["tok.Slow", "other--tok.Fast"]}}))
+
+
+PUBLISH_ATTACKS_REFUSED = [
+    ("symlink_to_secret", "Symbolic links: ['notes.txt']"),
+    ("symlinked_folder", "Symbolic links: ['extra']"),
+    ("pth_tar", "weights.pth.tar"),
+    ("object_npy", "table.npy"),
+    ("pkl_gz", "state.pkl.gz"),
+    ("gzip_pickle_renamed", "extra.json (a compressed pickle)"),
+    ("pickle_renamed_txt", "notes.txt (a pickle stream)"),
+    ("torch_zip_renamed_json", "extra_weights.json (a zip archive holding pickles"),
+    ("processor_config_foreign_code", "processor_config.json: auto_map['AutoProcessor']"),
+    ("list_auto_map_foreign_code", "config.json: auto_map['AutoTokenizer'] = [None, 'evil/repo--tokenization_evil"),
+    ("tokenizer_config_foreign_code", "tokenizer_config.json: auto_map['AutoTokenizer']"),
+]
+
+
+@pytest.mark.parametrize(("attack", "message"), PUBLISH_ATTACKS_REFUSED, ids=[row[0] for row in PUBLISH_ATTACKS_REFUSED])
+def test_publish_refuses_each_attack(publish_module, trained, tmp_path, hub_calls, capsys, attack, message):
+    folder = tmp_path / "checkpoint"
+    shutil.copytree(trained.folder, folder)
+    secret = tmp_path / "home" / ".netrc"
+    secret.parent.mkdir()
+    secret.write_text("machine huggingface.co login me password hunter2\n")
+    _attack(folder, attack, secret)
+    assert publish_module.main([str(folder), "someone/posattn-demo", "--dry-run", str(tmp_path / "dry")]) == 2
+    assert publish_module.main([str(folder), "someone/posattn-demo"]) == 2
+    error = capsys.readouterr().err
+    assert "Refusing to publish" in error and message in error, error
+    assert hub_calls == [] and not (tmp_path / "dry").exists()
+
+
+def test_publish_leaves_out_dotfiles_and_other_kinds(publish_module, trained, tmp_path, hub_calls):
+    folder = tmp_path / "checkpoint"
+    shutil.copytree(trained.folder, folder)
+    (folder / ".env").write_text("HF_TOKEN=hf_secret\n")
+    (folder / ".secrets").mkdir()
+    (folder / ".secrets" / "token.txt").write_text("hf_secret\n")
+    (folder / "run.sh").write_text("echo hi\n")
+    (folder / "notes.txt").write_text("(c) someone.\n")  # text that merely looks like an old pickle's opening
+    out = tmp_path / "dry"
+    assert publish_module.main([str(folder), "someone/posattn-demo", "--dry-run", str(out)]) == 0
+    uploaded = {str(path.relative_to(out)) for path in out.rglob("*")}
+    assert "notes.txt" in uploaded and not {".env", ".secrets", "run.sh"} & uploaded
+    assert publish_module.main([str(folder), "someone/posattn-demo"]) == 0
+    assert "hf_secret" not in json.dumps(hub_calls[-1][2]["files"]) and ".env" not in hub_calls[-1][2]["files"]
