@@ -375,6 +375,11 @@ class PosAttnProcessor(FeatureExtractionMixin):
         check_rows(rows, self.feature_dim)
         lengths = [len(row["modality_ids"]) for row in rows]
         target = self._padded_length(lengths, padding, max_length, pad_to_multiple_of)
+        if return_attention_mask is False and min(lengths) < target:
+            raise ValueError(
+                "return_attention_mask=False on a batch that needs padding: without the mask the model would read the "
+                "padding as tokens. Keep the mask, or pad rows of one length with padding=False."
+            )
         batch_size = len(rows)
         batch: dict[str, Any] = {}
         if "input_values" in rows[0]:

@@ -146,7 +146,9 @@ def test_pad_takes_transformers_padding_keywords():
     assert batch["input_values"].shape == (2, 16, processor.feature_dim) and batch["attention_mask"].sum() == 11
     batch = DataCollatorWithPadding(processor, padding="max_length", max_length=12, return_tensors="np")(rows)
     assert isinstance(batch["timestamps"], np.ndarray) and batch["timestamps"].shape == (2, 12)
-    assert "attention_mask" not in processor.pad(rows, return_attention_mask=False)
+    assert "attention_mask" not in processor.pad(rows[:1], return_attention_mask=False)  # nothing padded: no mask needed
+    with pytest.raises(ValueError, match="read the padding as tokens"):
+        processor.pad(rows, return_attention_mask=False)
     with pytest.raises(ValueError, match="more than max_length=5.*truncates"):
         processor.pad(rows, padding="max_length", max_length=5)
     with pytest.raises(ValueError, match="one length"):
