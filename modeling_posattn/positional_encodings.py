@@ -380,32 +380,68 @@ class ALiBiPositionBias(nn.Module):
 class RelativeTimeBias(nn.Module):
     r"""A learned per-head bias over log-bucketed time distance, as in T5 (Raffel et al., 2020).
 
-    $b_h(i, j) = B[\mathrm{bucket}(\mathrm{round}((t_j - t_i)\,u)), h]$: exact buckets for small distances, log-spaced
-    up to `relative_attention_max_distance` time units, separate buckets for each direction.
+    $b_h(i, j) = B[\mathrm{bucket}(n_{ij}), h]$ with $n_{ij} = \lfloor (t_j - t_i)\,u + 1/2 + \epsilon \rfloor$ the
+    distance in time units (rounded half up; $\epsilon$ = `TIE_TOLERANCE` units absorbs the float error of timestamps
+    far from zero, so that a distance on a rounding tie, such as 20 ms at 25 units per second, lands in the same bucket
+    whatever the clock's origin). Distances below `max_exact` = `num_buckets // 4` get a bucket each; distances from
+    `max_exact` to `relative_attention_max_distance` are log-spaced over the remaining buckets of their direction; all
+    longer distances share the direction's last bucket (also when `max_distance <= max_exact`: then no log range).
+
+    The bucket of every clamped integer distance is precomputed in a small table (`bucket_table`), so the forward pass
+    is an int32 index into `(2 D + 1, heads)` biases: no float `log` and no int64 L x L tensor.
     """
 
     kind = "bias"
+    TIE_TOLERANCE = 1e-3
 
     def __init__(self, config: PosAttnConfig):
         super().__init__()
         self.num_heads = config.num_attention_heads
         self.num_buckets = config.relative_attention_num_buckets
         self.max_distance = config.relative_attention_max_distance
+        if self.num_buckets < 2 or self.max_distance < 1:
+            raise ValueError(
+                "`relative_bias` needs `relative_attention_num_buckets` >= 2 and `relative_attention_max_distance` >= 1, "
+                f"got {self.num_buckets} and {self.max_distance}."
+            )
         self.time_units_per_second = config.time_units_per_second
         self.relative_attention_bias = nn.Embedding(self.num_buckets, config.num_attention_heads)
+        self.bucket_table = nn.Buffer(self.initial_buffers()["bucket_table"], persistent=False)
+        self.clamp_distance = (self.bucket_table.numel() - 1) // 2
+
+    def initial_buffers(self) -> dict[str, torch.Tensor]:
+        return {"bucket_table": self.signed_bucket_table(self.num_buckets, self.max_distance)}
+
+    @staticmethod
+    def signed_bucket_table(num_buckets: int, max_distance: int) -> torch.Tensor:
+        """`table[n + D]` = bucket of the signed integer distance `n` in `[-D, D]`, `D = max(max_distance, max_exact)`:
+        T5's bucketing (`_relative_position_bucket`, bidirectional), evaluated once on every distance it distinguishes."""
+        half = num_buckets // 2
+        max_exact = half // 2
+        clamp = max(max_distance, max_exact)
+        distance = torch.arange(clamp + 1)
+        if max_distance > max_exact >= 1:
+            log_ratio = torch.log(distance.float().clamp_min(1) / max_exact) / math.log(max_distance / max_exact)
+            far = (max_exact + log_ratio * (half - max_exact)).long().clamp_max(half - 1)
+        else:  # no log-spaced range: everything past the exact buckets is "far"
+            far = torch.full_like(distance, half - 1)
+        magnitude = torch.where(distance < max_exact, distance, far)
+        # negative distances (key before query) use buckets [0, half), positive ones [half, 2 half)
+        return torch.cat((magnitude.flip(0), magnitude[1:] + half)).to(torch.int32)
 
     def bucket(self, time_delta: torch.Tensor) -> torch.Tensor:
-        relative_position = torch.round(time_delta * self.time_units_per_second).long()
-        half = self.num_buckets // 2
-        direction = (relative_position > 0).long() * half
-        distance = relative_position.abs()
-        max_exact = half // 2
-        log_ratio = torch.log(distance.float().clamp_min(1) / max_exact) / math.log(self.max_distance / max_exact)
-        far = (max_exact + log_ratio * (half - max_exact)).long().clamp_max(half - 1)
-        return direction + torch.where(distance < max_exact, distance, far)
+        """int32 bucket of each time difference (seconds), any shape."""
+        return self.bucket_table[self.table_index(time_delta)]
+
+    def table_index(self, time_delta: torch.Tensor) -> torch.Tensor:
+        units = torch.floor(time_delta * self.time_units_per_second + (0.5 + self.TIE_TOLERANCE))
+        # clamp in float: a huge distance must not overflow the integer cast
+        return (units.clamp(-self.clamp_distance, self.clamp_distance) + self.clamp_distance).to(torch.int32)
 
     def score(self, time_delta: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
-        return self.relative_attention_bias.weight[self.bucket(time_delta), head]
+        # (2 D + 1, heads) biases, one row per clamped signed distance: a small gather, then one int32 index per pair
+        biases = self.relative_attention_bias(self.bucket_table)
+        return biases[self.table_index(time_delta), head]
 
 
 RELATIVE_POSITION_ENCODINGS: dict[str, type[nn.Module] | None] = {

