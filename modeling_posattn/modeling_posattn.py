@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from transformers import initialization as init
 from transformers.activations import ACT2FN
@@ -23,11 +24,12 @@ from .positional_encodings import (
     RELATIVE_POSITION_ENCODINGS,
     ConditionalPositionEncoding,
     MultiScalePositionEncoding,
+    QueryBlockedBias,
     TokenPositions,
     apply_rotary_pos_emb,
+    attention_bias_for,
     default_position_ids,
     default_timestamps,
-    dense_attention_bias,
     flex_score_mod,
     modality_one_hot,
 )
@@ -93,6 +95,39 @@ def flex_attention_with_score_mod(
     return attn_output.transpose(1, 2).contiguous(), None
 
 
+def query_blocked_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: None,
+    scaling: float,
+    attention_bias: QueryBlockedBias,
+    dropout: float = 0.0,
+    **kwargs,
+):
+    """Exact biased attention over blocks of query rows: `softmax(q_r k^T s + b_r) v` for each block `r`, where `b_r` is
+    only that block's `(B, heads, rows, L)` bias, so memory is linear in L. Each block runs the configured kernel
+    (sdpa or eager). Softmax is per query row, so the blocks are independent and their concatenation is the dense result.
+    With `attention_bias.checkpoint` and gradients on, a block keeps only its inputs for the backward pass (the bias
+    SDPA would otherwise save is rebuilt there), or training memory would be quadratic again."""
+    inner = ALL_ATTENTION_FUNCTIONS.get_interface(module.config._attn_implementation, eager_attention_forward)
+
+    def attend(query_block: torch.Tensor, start: int) -> torch.Tensor:
+        bias = attention_bias(slice(start, start + query_block.shape[2]))
+        return inner(module, query_block, key, value, bias, scaling=scaling, dropout=dropout)[0]
+
+    checkpointed = attention_bias.checkpoint and torch.is_grad_enabled()
+    blocks = []
+    for start in range(0, query.shape[2], attention_bias.block_size):
+        query_block = query[:, :, start : start + attention_bias.block_size]
+        if checkpointed:
+            blocks.append(checkpoint(attend, query_block, start, use_reentrant=False))
+        else:
+            blocks.append(attend(query_block, start))
+    return torch.cat(blocks, dim=1), None
+
+
 class PosAttnAttention(nn.Module):
     """Multi-head self-attention dispatched through transformers' attention interface."""
 
@@ -115,6 +150,7 @@ class PosAttnAttention(nn.Module):
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         score_mod: Callable | None = None,
+        attention_bias: QueryBlockedBias | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         input_shape = hidden_states.shape[:-1]
@@ -128,6 +164,9 @@ class PosAttnAttention(nn.Module):
         if score_mod is not None:
             attention_interface: Callable = flex_attention_with_score_mod
             kwargs["score_mod"] = score_mod
+        elif attention_bias is not None:
+            attention_interface = query_blocked_attention
+            kwargs["attention_bias"] = attention_bias
         else:
             attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
                 self.config._attn_implementation, eager_attention_forward
@@ -174,6 +213,7 @@ class PosAttnEncoderLayer(GradientCheckpointingLayer):
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         score_mod: Callable | None = None,
+        attention_bias: QueryBlockedBias | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
         attn_output, _ = self.self_attn(
@@ -181,6 +221,7 @@ class PosAttnEncoderLayer(GradientCheckpointingLayer):
             attention_mask=attention_mask,
             position_embeddings=position_embeddings,
             score_mod=score_mod,
+            attention_bias=attention_bias,
             **kwargs,
         )
         hidden_states = hidden_states + self.dropout(attn_output)
@@ -402,6 +443,7 @@ class PosAttnModel(PosAttnPreTrainedModel):
             output_modality_ids = nn.functional.pad(output_modality_ids, (1, 0), value=-1)
 
         encoding, mask, score_mod, position_embeddings = self.relative_position_encoding, None, None, None
+        attention_bias = None
         if encoding is None or encoding.kind == "rotary":
             mask = self.key_padding_mask(hidden_states, positions.mask)
             if encoding is not None:
@@ -409,11 +451,19 @@ class PosAttnModel(PosAttnPreTrainedModel):
         elif self.config._attn_implementation == "flex_attention":
             score_mod = flex_score_mod(encoding, positions)
         else:
-            mask = dense_attention_bias(encoding, positions, hidden_states.dtype)
+            # dense (B, heads, L, L) while it is small; past `dense_bias_max_bytes`, blocks of query rows
+            mask = attention_bias_for(encoding, positions, hidden_states.dtype, self.config)
+            if isinstance(mask, QueryBlockedBias):
+                mask, attention_bias = None, mask
 
         for layer in self.layers:
             hidden_states = layer(
-                hidden_states, mask, position_embeddings=position_embeddings, score_mod=score_mod, **kwargs
+                hidden_states,
+                mask,
+                position_embeddings=position_embeddings,
+                score_mod=score_mod,
+                attention_bias=attention_bias,
+                **kwargs,
             )
         last_hidden_state = self.norm(hidden_states)
         if self.cls_token is not None:

@@ -453,17 +453,49 @@ RELATIVE_POSITION_ENCODINGS: dict[str, type[nn.Module] | None] = {
 }
 
 
-def dense_attention_bias(encoding: nn.Module, positions: TokenPositions, dtype: torch.dtype) -> torch.Tensor:
-    """`(B, heads, L, L)` float mask: the encoding's bias on real keys, the dtype's minimum on padding keys.
+def dense_attention_bias(
+    encoding: nn.Module, positions: TokenPositions, dtype: torch.dtype, rows: slice = slice(None)
+) -> torch.Tensor:
+    """`(B, heads, L_rows, L)` float mask for the query rows `rows`: the encoding's bias on real keys, the dtype's
+    minimum on padding keys.
 
-    This is the sdpa/eager fallback; FlexAttention computes the same score inside the kernel (`flex_score_mod`).
+    This is the sdpa/eager fallback; FlexAttention computes the same score inside the kernel (`flex_score_mod`), and
+    `QueryBlockedBias` calls this one block of query rows at a time when the whole `(B, heads, L, L)` would be large.
     """
     times = positions.timestamps
-    time_delta = (times[:, None, :] - times[:, :, None]).unsqueeze(1)
+    time_delta = (times[:, None, :] - times[:, rows, None]).unsqueeze(1)
     heads = torch.arange(encoding.num_heads, device=times.device).view(1, -1, 1, 1)
     bias = encoding.score(time_delta, heads).to(dtype)
-    # in place: `bias` is a fresh (B, H, L, L) tensor, and a second one is what this fallback cannot afford
+    # in place: `bias` is a fresh (B, H, rows, L) tensor, and a second one is what this fallback cannot afford
     return bias.masked_fill_(~positions.mask[:, None, None, :], torch.finfo(dtype).min)
+
+
+@dataclass
+class QueryBlockedBias:
+    """A score bias built on demand, `block_size` query rows at a time, for attention whose dense `(B, heads, L, L)`
+    bias would exceed `config.dense_bias_max_bytes` (see `query_blocked_attention` in `modeling_posattn.py`)."""
+
+    encoding: nn.Module
+    positions: TokenPositions
+    dtype: torch.dtype
+    block_size: int
+    checkpoint: bool
+
+    def __call__(self, rows: slice) -> torch.Tensor:
+        return dense_attention_bias(self.encoding, self.positions, self.dtype, rows)
+
+
+def attention_bias_for(
+    encoding: nn.Module, positions: TokenPositions, dtype: torch.dtype, config: PosAttnConfig
+) -> torch.Tensor | QueryBlockedBias:
+    """The dense bias when it fits in `config.dense_bias_max_bytes`, else a `QueryBlockedBias` whose blocks take about
+    `config.attention_bias_block_bytes` each. Decided from shapes alone (no host sync, compile-friendly)."""
+    batch, length = positions.mask.shape
+    row_bytes = batch * encoding.num_heads * length * torch.finfo(dtype).bits // 8
+    if row_bytes * length <= config.dense_bias_max_bytes:
+        return dense_attention_bias(encoding, positions, dtype)
+    block_size = max(1, min(length, config.attention_bias_block_bytes // row_bytes))
+    return QueryBlockedBias(encoding, positions, dtype, block_size, config.attention_bias_checkpoint)
 
 
 def flex_score_mod(encoding: nn.Module, positions: TokenPositions) -> Callable:

@@ -65,3 +65,56 @@ def test_relative_bias_ignores_the_clock_origin(origin):
         return encoding.score((t[None, :] - t[:, None]).unsqueeze(0), heads)
 
     torch.testing.assert_close(bias(times + origin), bias(times), atol=1e-5, rtol=0)
+
+
+def blocked_and_dense(name, implementation, rows=7, **overrides):
+    """Two identical models, one forced onto the query-blocked bias path with `rows` query rows per block."""
+    inputs = batch_of(random_samples(lengths=((40, 10, 5), (17, 3, 0), (50, 12, 9))))
+    batch, length = inputs["attention_mask"].shape
+    settings = dict(relative_position_encoding=name, attn_implementation=implementation, **overrides)
+    dense = build_model(**settings)
+    row_bytes = batch * dense.config.num_attention_heads * length * 4
+    blocked = build_model(dense_bias_max_bytes=0, attention_bias_block_bytes=rows * row_bytes, **settings)
+    return dense, blocked, inputs
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+@pytest.mark.parametrize("name", ["alibi", "relative_bias"])
+@pytest.mark.parametrize("checkpointed", [True, False])
+def test_query_blocked_bias_matches_dense(name, implementation, checkpointed):
+    """Blocks of query rows, each with only its own rows of the bias, give the dense result: forward and gradients."""
+    dense, blocked, inputs = blocked_and_dense(name, implementation, attention_bias_checkpoint=checkpointed)
+    mask = inputs["attention_mask"].bool()
+    results = []
+    for model in (dense, blocked):
+        model.train()
+        hidden = model(**inputs).last_hidden_state
+        (hidden[mask].square().mean()).backward()
+        results.append((hidden[mask], {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+    (dense_out, dense_grads), (blocked_out, blocked_grads) = results
+    torch.testing.assert_close(blocked_out, dense_out, atol=1e-5, rtol=0)
+    assert dense_grads.keys() == blocked_grads.keys()
+    if name == "relative_bias":  # the learned bias table gets its gradient through the blocks too
+        assert "relative_position_encoding.relative_attention_bias.weight" in blocked_grads
+    for parameter, gradient in dense_grads.items():
+        torch.testing.assert_close(blocked_grads[parameter], gradient, atol=1e-5, rtol=1e-4, msg=parameter)
+
+
+@torch.no_grad()
+def test_query_blocked_bias_never_builds_the_square_bias(monkeypatch):
+    """Past `dense_bias_max_bytes` sdpa only ever sees a `(B, heads, rows, L)` bias; below it, the dense one."""
+    seen = []
+    original = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(query, key, value, attn_mask=None, **kwargs):
+        seen.append(tuple(attn_mask.shape))
+        return original(query, key, value, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    dense, blocked, inputs = blocked_and_dense("relative_bias", "sdpa", rows=16)
+    batch, length = inputs["attention_mask"].shape
+    dense(**inputs)
+    assert set(seen) == {(batch, 4, length, length)}
+    seen.clear()
+    blocked(**inputs)
+    assert len(seen) == 2 * -(-length // 16) and all(shape[2] <= 16 and shape[3] == length for shape in seen)
