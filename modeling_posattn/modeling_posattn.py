@@ -26,12 +26,13 @@ from .positional_encodings import (
     MultiScalePositionEncoding,
     QueryBlockedBias,
     TokenPositions,
-    apply_rotary_pos_emb,
+    apply_rotary_signed,
     attention_bias_for,
     default_position_ids,
     default_timestamps,
     flex_score_mod,
     modality_one_hot,
+    signed_sin,
 )
 
 
@@ -158,8 +159,8 @@ class PosAttnAttention(nn.Module):
         query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        if position_embeddings is not None:
-            query, key = apply_rotary_pos_emb(query, key, *position_embeddings)
+        if position_embeddings is not None:  # (cos, signed sin): see `signed_sin`
+            query, key = apply_rotary_signed(query, key, *position_embeddings)
 
         if score_mod is not None:
             attention_interface: Callable = flex_attention_with_score_mod
@@ -409,14 +410,16 @@ class PosAttnModel(PosAttnPreTrainedModel):
     def token_positions(self, input_values, input_ids, modality_ids, position_ids, timestamps, attention_mask) -> TokenPositions:
         return resolve_token_positions(self.config, input_values, input_ids, modality_ids, position_ids, timestamps, attention_mask)
 
-    def key_padding_mask(self, hidden_states: torch.Tensor, mask: torch.Tensor):
+    def key_padding_mask(self, hidden_states: torch.Tensor, mask: torch.Tensor, padded: bool = True):
         """The mask for encodings that need no score bias. For eager and sdpa it is `(B, 1, 1, L)` and broadcast over
-        queries, so no L x L tensor exists (transformers' `create_bidirectional_mask` expands it to `(B, 1, L, L)`);
-        None when nothing is padded, which keeps SDPA's fastest kernels. Flex gets transformers' BlockMask."""
+        queries, so no L x L tensor exists (transformers' `create_bidirectional_mask` expands it to `(B, 1, L, L)`).
+        `padded=False` (the caller passed no `attention_mask`) gives None, which keeps SDPA's fastest kernels; the
+        decision never looks at the mask's values (no `mask.all()` host sync, no graph break under `torch.compile`).
+        Flex gets transformers' BlockMask."""
         implementation = self.config._attn_implementation
         if implementation not in ("eager", "sdpa"):
             return create_bidirectional_mask(self.config, hidden_states, mask.long())
-        if mask.all():
+        if not padded:
             return None
         if implementation == "sdpa":
             return mask[:, None, None, :]
@@ -445,9 +448,10 @@ class PosAttnModel(PosAttnPreTrainedModel):
         encoding, mask, score_mod, position_embeddings = self.relative_position_encoding, None, None, None
         attention_bias = None
         if encoding is None or encoding.kind == "rotary":
-            mask = self.key_padding_mask(hidden_states, positions.mask)
+            mask = self.key_padding_mask(hidden_states, positions.mask, padded=attention_mask is not None)
             if encoding is not None:
-                position_embeddings = encoding(hidden_states, positions)
+                cos, sin = encoding(hidden_states, positions)
+                position_embeddings = (cos, signed_sin(sin))
         elif self.config._attn_implementation == "flex_attention":
             score_mod = flex_score_mod(encoding, positions)
         else:

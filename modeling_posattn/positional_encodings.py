@@ -289,10 +289,29 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
+def signed_sin(sin: torch.Tensor) -> torch.Tensor:
+    """`[-sin_1, sin_2]` (the halves of the last dimension): with it, `rotate_half(x) * sin == roll(x, d/2) * signed_sin`,
+    so the rotation needs no negation and no concatenation of q or k. Computed once per forward, shared by all layers."""
+    first, second = sin.chunk(2, dim=-1)
+    return torch.cat((-first, second), dim=-1)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+    """`x cos + rotate_half(x) sin` with two temporaries instead of five: `x * cos` (which becomes the result, a fused
+    multiply-add in place) and `roll(x, d/2)`. `cos` and `sin_signed` do not require grad, so the in-place add keeps
+    autograd exact."""
+    return (x * cos).addcmul_(x.roll(x.shape[-1] // 2, dims=-1), sin_signed)
+
+
 def apply_rotary_pos_emb(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-    """Rotate `(B, heads, L, head_dim)` queries and keys by `(B, L, head_dim)` angles."""
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+    """Rotate `(B, heads, L, head_dim)` queries and keys by `(B, L, head_dim)` angles (the textbook `sin`)."""
+    return apply_rotary_signed(q, k, cos, signed_sin(sin))
+
+
+def apply_rotary_signed(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor):
+    """`apply_rotary_pos_emb` with `signed_sin(sin)` precomputed, as the model does once per forward."""
+    cos, sin_signed = cos.unsqueeze(1), sin_signed.unsqueeze(1)
+    return rotate(q, cos, sin_signed), rotate(k, cos, sin_signed)
 
 
 class RotaryPositionEncoding(nn.Module):

@@ -118,3 +118,37 @@ def test_query_blocked_bias_never_builds_the_square_bias(monkeypatch):
     seen.clear()
     blocked(**inputs)
     assert len(seen) == 2 * -(-length // 16) and all(shape[2] <= 16 and shape[3] == length for shape in seen)
+
+
+def test_rotary_matches_the_textbook_formula_forward_and_backward():
+    """The roll + signed-sin rotation equals `x cos + rotate_half(x) sin` (RoFormer / transformers' llama), gradients too."""
+    from modeling_posattn.positional_encodings import apply_rotary_pos_emb, rotate_half
+
+    torch.manual_seed(0)
+    model = build_model(absolute_position_encoding="none", relative_position_encoding="time_rope")
+    positions = model.token_positions(**{k: v for k, v in batch_of(random_samples()).items()})
+    cos, sin = model.relative_position_encoding(torch.zeros(3, 1, 32), positions)
+    q = torch.randn(3, 4, cos.shape[1], 8, requires_grad=True)
+    k = torch.randn(3, 4, cos.shape[1], 8, requires_grad=True)
+    rotated = apply_rotary_pos_emb(q, k, cos, sin)
+    textbook = tuple(x * cos[:, None] + rotate_half(x) * sin[:, None] for x in (q, k))
+    for new, old in zip(rotated, textbook):
+        torch.testing.assert_close(new, old, atol=1e-6, rtol=0)
+    grads = torch.autograd.grad(sum(x.square().sum() for x in rotated), (q, k))
+    expected = torch.autograd.grad(sum(x.square().sum() for x in textbook), (q, k))
+    for new, old in zip(grads, expected):
+        torch.testing.assert_close(new, old, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_key_padding_mask_needs_no_host_sync(implementation):
+    """The key mask is decided from whether a mask was passed, never from its values: it traces as one graph."""
+    model = build_model(attn_implementation=implementation)
+    hidden, mask = torch.zeros(2, 5, 32), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    compiled = torch.compile(model.key_padding_mask, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(hidden, mask, True), model.key_padding_mask(hidden, mask, True))
+    assert model.key_padding_mask(hidden, mask, padded=False) is None
+    inputs = batch_of(random_samples(lengths=((6, 2, 0), (6, 2, 0))))
+    with torch.no_grad():
+        no_mask = model(**{k: v for k, v in inputs.items() if k != "attention_mask"}).last_hidden_state
+        torch.testing.assert_close(model(**inputs).last_hidden_state, no_mask, atol=1e-6, rtol=0)
