@@ -6,7 +6,7 @@ round alike), reported as median and min-max over rounds; peak memory in one fre
    tokens: `configuration/posattn-small.json` (hidden 64, 2 layers, 4 heads, MLP 128), 8 samples x 512 tokens.
 2. Training step at 4096 tokens (one sample, hidden 128, 4 layers, 4 heads): `alibi` / `relative_bias` vs `none`,
    with the default bias path (dense up to `dense_bias_max_bytes`) and forced onto the query-blocked path.
-3. Peak memory: inference at 16k tokens (bias encodings vs `sinusoidal`, 1 layer: an inference peak does not grow with
+3. Peak memory (high-water mark of RSS, reset just before the step, minus the RSS then): inference at 16k tokens (bias encodings vs `sinusoidal`, 1 layer: an inference peak does not grow with
    depth) and a training step at 4096 tokens (rotary vs `sinusoidal`). Subprocesses run with
    `MALLOC_MMAP_THRESHOLD_=65536`: otherwise glibc's adaptive mmap threshold lets freed per-block buffers fragment the
    heap and peak RSS measures the allocator, not live tensors.
@@ -33,7 +33,7 @@ ONE_MODALITY = {"features": {"input_dim": 64, "sampling_rate": 100.0}}
 WIDE = dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512)
 
 MEMORY_WORKER = r"""
-import json, resource, sys
+import json, sys
 import numpy as np, torch
 sys.path.insert(0, sys.argv[5])
 from modeling_posattn import PosAttnConfig, PosAttnModel, PosAttnProcessor
@@ -48,13 +48,17 @@ rng = np.random.default_rng(0)
 audio = int(length * 0.8)
 batch = PosAttnProcessor(modalities=modalities)(
     [{"audio": rng.normal(size=(audio, 40)), "video": rng.normal(size=(length - audio, 64))}], return_tensors="pt")
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def rss_mb(field):
+    line = next(line for line in open("/proc/self/status") if line.startswith(field))
+    return int(line.split()[1]) / 1024
+before = rss_mb("VmRSS:")
+open("/proc/self/clear_refs", "w").write("5")  # reset the high-water mark: the setup's own peak must not hide the step's
 if train:
     model(**batch).last_hidden_state.square().mean().backward()
 else:
     with torch.no_grad():
         model(**batch)
-print(json.dumps({"peak_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024}))
+print(json.dumps({"peak_mb": rss_mb("VmHWM:") - before}))
 """
 
 
