@@ -235,7 +235,7 @@ def write(results: dict, output: Path, args) -> None:
         lines.append("")
     if "peak_memory_mb" in results:
         memory = results["peak_memory_mb"]
-        lines += ["### Peak memory (growth of peak RSS in a fresh process, MB)", "", "| run | MB | vs sinusoidal |",
+        lines += ["### Peak memory (RSS high-water mark, reset just before the step, minus RSS then; fresh process each, MB)", "", "| run | MB | vs sinusoidal |",
                   "|---|---:|---:|"]
         for key, value in memory.items():
             reference = memory[key.split("/")[0] + "/sinusoidal"]
