@@ -162,6 +162,12 @@ class PosAttnConfig(PreTrainedConfig):
         multiscale_num_bands (`int`, *optional*): frequency bands of the `multiscale` encoding; defaults to hidden_size // 2.
         relative_attention_num_buckets / relative_attention_max_distance: T5-style buckets of the `relative_bias`
             encoding, the distance measured in time units (`time_units_per_second`).
+        dense_bias_max_bytes (`int`): with `alibi` / `relative_bias` under eager or sdpa, the largest dense
+            `(batch, heads, L, L)` bias built at once; past it, attention runs over blocks of query rows, each with only
+            its own rows of the bias (exact, memory linear in L).
+        attention_bias_block_bytes (`int`): the size of one such block's bias, which sets the query rows per block.
+        attention_bias_checkpoint (`bool`): recompute each block's bias and attention in the backward pass instead of
+            keeping them, so that training memory is linear in L too (costs one more attention forward).
         pooling (`str`): `mean` over real tokens, or `cls` (a learned token prepended at time 0).
     """
 
@@ -190,6 +196,9 @@ class PosAttnConfig(PreTrainedConfig):
     multiscale_num_bands: int | None = None
     relative_attention_num_buckets: int = 32
     relative_attention_max_distance: int = 128
+    dense_bias_max_bytes: int = 256 * 2**20
+    attention_bias_block_bytes: int = 16 * 2**20
+    attention_bias_checkpoint: bool = True
 
     def __post_init__(self, **kwargs):
         if self.modalities is None:

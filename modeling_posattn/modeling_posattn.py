@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from transformers import initialization as init
 from transformers.activations import ACT2FN
@@ -26,13 +27,15 @@ from .positional_encodings import (
     RELATIVE_POSITION_ENCODINGS,
     ConditionalPositionEncoding,
     MultiScalePositionEncoding,
+    QueryBlockedBias,
     TokenPositions,
-    apply_rotary_pos_emb,
+    apply_rotary_signed,
+    attention_bias_for,
     default_position_ids,
     default_timestamps,
-    dense_attention_bias,
     flex_score_mod,
     modality_one_hot,
+    signed_sin,
 )
 
 
@@ -96,6 +99,39 @@ def flex_attention_with_score_mod(
     return attn_output.transpose(1, 2).contiguous(), None
 
 
+def query_blocked_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: None,
+    scaling: float,
+    attention_bias: QueryBlockedBias,
+    dropout: float = 0.0,
+    **kwargs,
+):
+    """Exact biased attention over blocks of query rows: `softmax(q_r k^T s + b_r) v` for each block `r`, where `b_r` is
+    only that block's `(B, heads, rows, L)` bias, so memory is linear in L. Each block runs the configured kernel
+    (sdpa or eager). Softmax is per query row, so the blocks are independent and their concatenation is the dense result.
+    With `attention_bias.checkpoint` and gradients on, a block keeps only its inputs for the backward pass (the bias
+    SDPA would otherwise save is rebuilt there), or training memory would be quadratic again."""
+    inner = ALL_ATTENTION_FUNCTIONS.get_interface(module.config._attn_implementation, eager_attention_forward)
+
+    def attend(query_block: torch.Tensor, start: int) -> torch.Tensor:
+        bias = attention_bias(slice(start, start + query_block.shape[2]))
+        return inner(module, query_block, key, value, bias, scaling=scaling, dropout=dropout)[0]
+
+    checkpointed = attention_bias.checkpoint and torch.is_grad_enabled()
+    blocks = []
+    for start in range(0, query.shape[2], attention_bias.block_size):
+        query_block = query[:, :, start : start + attention_bias.block_size]
+        if checkpointed:
+            blocks.append(checkpoint(attend, query_block, start, use_reentrant=False))
+        else:
+            blocks.append(attend(query_block, start))
+    return torch.cat(blocks, dim=1), None
+
+
 class PosAttnAttention(nn.Module):
     """Multi-head self-attention dispatched through transformers' attention interface."""
 
@@ -118,6 +154,7 @@ class PosAttnAttention(nn.Module):
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         score_mod: Callable | None = None,
+        attention_bias: QueryBlockedBias | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         input_shape = hidden_states.shape[:-1]
@@ -125,12 +162,15 @@ class PosAttnAttention(nn.Module):
         query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        if position_embeddings is not None:
-            query, key = apply_rotary_pos_emb(query, key, *position_embeddings)
+        if position_embeddings is not None:  # (cos, signed sin): see `signed_sin`
+            query, key = apply_rotary_signed(query, key, *position_embeddings)
 
         if score_mod is not None:
             attention_interface: Callable = flex_attention_with_score_mod
             kwargs["score_mod"] = score_mod
+        elif attention_bias is not None:
+            attention_interface = query_blocked_attention
+            kwargs["attention_bias"] = attention_bias
         else:
             attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
                 self.config._attn_implementation, eager_attention_forward
@@ -177,6 +217,7 @@ class PosAttnEncoderLayer(GradientCheckpointingLayer):
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         score_mod: Callable | None = None,
+        attention_bias: QueryBlockedBias | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
         attn_output, _ = self.self_attn(
@@ -184,6 +225,7 @@ class PosAttnEncoderLayer(GradientCheckpointingLayer):
             attention_mask=attention_mask,
             position_embeddings=position_embeddings,
             score_mod=score_mod,
+            attention_bias=attention_bias,
             **kwargs,
         )
         hidden_states = hidden_states + self.dropout(attn_output)
@@ -493,14 +535,16 @@ class PosAttnModel(PosAttnPreTrainedModel):
     def token_positions(self, input_values, input_ids, modality_ids, position_ids, timestamps, attention_mask) -> TokenPositions:
         return resolve_token_positions(self.config, input_values, input_ids, modality_ids, position_ids, timestamps, attention_mask)
 
-    def key_padding_mask(self, hidden_states: torch.Tensor, mask: torch.Tensor):
+    def key_padding_mask(self, hidden_states: torch.Tensor, mask: torch.Tensor, padded: bool = True):
         """The mask for encodings that need no score bias. For eager and sdpa it is `(B, 1, 1, L)` and broadcast over
-        queries, so no L x L tensor exists (transformers' `create_bidirectional_mask` expands it to `(B, 1, L, L)`);
-        None when nothing is padded, which keeps SDPA's fastest kernels. Flex gets transformers' BlockMask."""
+        queries, so no L x L tensor exists (transformers' `create_bidirectional_mask` expands it to `(B, 1, L, L)`).
+        `padded=False` (the caller passed no `attention_mask`) gives None, which keeps SDPA's fastest kernels; the
+        decision never looks at the mask's values (no `mask.all()` host sync, no graph break under `torch.compile`).
+        Flex gets transformers' BlockMask."""
         implementation = self.config._attn_implementation
         if implementation not in ("eager", "sdpa"):
             return create_bidirectional_mask(self.config, hidden_states, mask.long())
-        if mask.all():
+        if not padded:
             return None
         if implementation == "sdpa":
             return mask[:, None, None, :]
@@ -527,21 +571,31 @@ class PosAttnModel(PosAttnPreTrainedModel):
             output_modality_ids = nn.functional.pad(output_modality_ids, (1, 0), value=-1)
 
         encoding, mask, score_mod, position_embeddings = self.relative_position_encoding, None, None, None
+        attention_bias = None
         if self.config._attn_implementation == "eager":  # eager materialises (B, heads, L, L) attention weights
             check_dense_bias_size(self.config, *positions.mask.shape, hidden_states.dtype)
         if encoding is None or encoding.kind == "rotary":
-            mask = self.key_padding_mask(hidden_states, positions.mask)
+            mask = self.key_padding_mask(hidden_states, positions.mask, padded=attention_mask is not None)
             if encoding is not None:
-                position_embeddings = encoding(hidden_states, positions)
+                cos, sin = encoding(hidden_states, positions)
+                position_embeddings = (cos, signed_sin(sin))
         elif self.config._attn_implementation == "flex_attention":
             score_mod = flex_score_mod(encoding, positions)
         else:
-            check_dense_bias_size(self.config, *positions.mask.shape, hidden_states.dtype)
-            mask = dense_attention_bias(encoding, positions, hidden_states.dtype)
+            # dense (B, heads, L, L) while it is small; past `dense_bias_max_bytes`, blocks of query rows (linear
+            # memory), so no size check is needed here
+            mask = attention_bias_for(encoding, positions, hidden_states.dtype, self.config)
+            if isinstance(mask, QueryBlockedBias):
+                mask, attention_bias = None, mask
 
         for layer in self.layers:
             hidden_states = layer(
-                hidden_states, mask, position_embeddings=position_embeddings, score_mod=score_mod, **kwargs
+                hidden_states,
+                mask,
+                position_embeddings=position_embeddings,
+                score_mod=score_mod,
+                attention_bias=attention_bias,
+                **kwargs,
             )
         last_hidden_state = self.norm(hidden_states)
         if self.cls_token is not None:

@@ -289,10 +289,29 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
+def signed_sin(sin: torch.Tensor) -> torch.Tensor:
+    """`[-sin_1, sin_2]` (the halves of the last dimension): with it, `rotate_half(x) * sin == roll(x, d/2) * signed_sin`,
+    so the rotation needs no negation and no concatenation of q or k. Computed once per forward, shared by all layers."""
+    first, second = sin.chunk(2, dim=-1)
+    return torch.cat((-first, second), dim=-1)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+    """`x cos + rotate_half(x) sin` with two temporaries instead of five: `x * cos` (which becomes the result, a fused
+    multiply-add in place) and `roll(x, d/2)`. `cos` and `sin_signed` do not require grad, so the in-place add keeps
+    autograd exact."""
+    return (x * cos).addcmul_(x.roll(x.shape[-1] // 2, dims=-1), sin_signed)
+
+
 def apply_rotary_pos_emb(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-    """Rotate `(B, heads, L, head_dim)` queries and keys by `(B, L, head_dim)` angles."""
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+    """Rotate `(B, heads, L, head_dim)` queries and keys by `(B, L, head_dim)` angles (the textbook `sin`)."""
+    return apply_rotary_signed(q, k, cos, signed_sin(sin))
+
+
+def apply_rotary_signed(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor):
+    """`apply_rotary_pos_emb` with `signed_sin(sin)` precomputed, as the model does once per forward."""
+    cos, sin_signed = cos.unsqueeze(1), sin_signed.unsqueeze(1)
+    return rotate(q, cos, sin_signed), rotate(k, cos, sin_signed)
 
 
 class RotaryPositionEncoding(nn.Module):
@@ -380,32 +399,68 @@ class ALiBiPositionBias(nn.Module):
 class RelativeTimeBias(nn.Module):
     r"""A learned per-head bias over log-bucketed time distance, as in T5 (Raffel et al., 2020).
 
-    $b_h(i, j) = B[\mathrm{bucket}(\mathrm{round}((t_j - t_i)\,u)), h]$: exact buckets for small distances, log-spaced
-    up to `relative_attention_max_distance` time units, separate buckets for each direction.
+    $b_h(i, j) = B[\mathrm{bucket}(n_{ij}), h]$ with $n_{ij} = \lfloor (t_j - t_i)\,u + 1/2 + \epsilon \rfloor$ the
+    distance in time units (rounded half up; $\epsilon$ = `TIE_TOLERANCE` units absorbs the float error of timestamps
+    far from zero, so that a distance on a rounding tie, such as 20 ms at 25 units per second, lands in the same bucket
+    whatever the clock's origin). Distances below `max_exact` = `num_buckets // 4` get a bucket each; distances from
+    `max_exact` to `relative_attention_max_distance` are log-spaced over the remaining buckets of their direction; all
+    longer distances share the direction's last bucket (also when `max_distance <= max_exact`: then no log range).
+
+    The bucket of every clamped integer distance is precomputed in a small table (`bucket_table`), so the forward pass
+    is an int32 index into `(2 D + 1, heads)` biases: no float `log` and no int64 L x L tensor.
     """
 
     kind = "bias"
+    TIE_TOLERANCE = 1e-3
 
     def __init__(self, config: PosAttnConfig):
         super().__init__()
         self.num_heads = config.num_attention_heads
         self.num_buckets = config.relative_attention_num_buckets
         self.max_distance = config.relative_attention_max_distance
+        if self.num_buckets < 2 or self.max_distance < 1:
+            raise ValueError(
+                "`relative_bias` needs `relative_attention_num_buckets` >= 2 and `relative_attention_max_distance` >= 1, "
+                f"got {self.num_buckets} and {self.max_distance}."
+            )
         self.time_units_per_second = config.time_units_per_second
         self.relative_attention_bias = nn.Embedding(self.num_buckets, config.num_attention_heads)
+        self.bucket_table = nn.Buffer(self.initial_buffers()["bucket_table"], persistent=False)
+        self.clamp_distance = (self.bucket_table.numel() - 1) // 2
+
+    def initial_buffers(self) -> dict[str, torch.Tensor]:
+        return {"bucket_table": self.signed_bucket_table(self.num_buckets, self.max_distance)}
+
+    @staticmethod
+    def signed_bucket_table(num_buckets: int, max_distance: int) -> torch.Tensor:
+        """`table[n + D]` = bucket of the signed integer distance `n` in `[-D, D]`, `D = max(max_distance, max_exact)`:
+        T5's bucketing (`_relative_position_bucket`, bidirectional), evaluated once on every distance it distinguishes."""
+        half = num_buckets // 2
+        max_exact = half // 2
+        clamp = max(max_distance, max_exact)
+        distance = torch.arange(clamp + 1)
+        if max_distance > max_exact >= 1:
+            log_ratio = torch.log(distance.float().clamp_min(1) / max_exact) / math.log(max_distance / max_exact)
+            far = (max_exact + log_ratio * (half - max_exact)).long().clamp_max(half - 1)
+        else:  # no log-spaced range: everything past the exact buckets is "far"
+            far = torch.full_like(distance, half - 1)
+        magnitude = torch.where(distance < max_exact, distance, far)
+        # negative distances (key before query) use buckets [0, half), positive ones [half, 2 half)
+        return torch.cat((magnitude.flip(0), magnitude[1:] + half)).to(torch.int32)
 
     def bucket(self, time_delta: torch.Tensor) -> torch.Tensor:
-        relative_position = torch.round(time_delta * self.time_units_per_second).long()
-        half = self.num_buckets // 2
-        direction = (relative_position > 0).long() * half
-        distance = relative_position.abs()
-        max_exact = half // 2
-        log_ratio = torch.log(distance.float().clamp_min(1) / max_exact) / math.log(self.max_distance / max_exact)
-        far = (max_exact + log_ratio * (half - max_exact)).long().clamp_max(half - 1)
-        return direction + torch.where(distance < max_exact, distance, far)
+        """int32 bucket of each time difference (seconds), any shape."""
+        return self.bucket_table[self.table_index(time_delta)]
+
+    def table_index(self, time_delta: torch.Tensor) -> torch.Tensor:
+        units = torch.floor(time_delta * self.time_units_per_second + (0.5 + self.TIE_TOLERANCE))
+        # clamp in float: a huge distance must not overflow the integer cast
+        return (units.clamp(-self.clamp_distance, self.clamp_distance) + self.clamp_distance).to(torch.int32)
 
     def score(self, time_delta: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
-        return self.relative_attention_bias.weight[self.bucket(time_delta), head]
+        # (2 D + 1, heads) biases, one row per clamped signed distance: a small gather, then one int32 index per pair
+        biases = self.relative_attention_bias(self.bucket_table)
+        return biases[self.table_index(time_delta), head]
 
 
 RELATIVE_POSITION_ENCODINGS: dict[str, type[nn.Module] | None] = {
@@ -417,17 +472,49 @@ RELATIVE_POSITION_ENCODINGS: dict[str, type[nn.Module] | None] = {
 }
 
 
-def dense_attention_bias(encoding: nn.Module, positions: TokenPositions, dtype: torch.dtype) -> torch.Tensor:
-    """`(B, heads, L, L)` float mask: the encoding's bias on real keys, the dtype's minimum on padding keys.
+def dense_attention_bias(
+    encoding: nn.Module, positions: TokenPositions, dtype: torch.dtype, rows: slice = slice(None)
+) -> torch.Tensor:
+    """`(B, heads, L_rows, L)` float mask for the query rows `rows`: the encoding's bias on real keys, the dtype's
+    minimum on padding keys.
 
-    This is the sdpa/eager fallback; FlexAttention computes the same score inside the kernel (`flex_score_mod`).
+    This is the sdpa/eager fallback; FlexAttention computes the same score inside the kernel (`flex_score_mod`), and
+    `QueryBlockedBias` calls this one block of query rows at a time when the whole `(B, heads, L, L)` would be large.
     """
     times = positions.timestamps
-    time_delta = (times[:, None, :] - times[:, :, None]).unsqueeze(1)
+    time_delta = (times[:, None, :] - times[:, rows, None]).unsqueeze(1)
     heads = torch.arange(encoding.num_heads, device=times.device).view(1, -1, 1, 1)
     bias = encoding.score(time_delta, heads).to(dtype)
-    # in place: `bias` is a fresh (B, H, L, L) tensor, and a second one is what this fallback cannot afford
+    # in place: `bias` is a fresh (B, H, rows, L) tensor, and a second one is what this fallback cannot afford
     return bias.masked_fill_(~positions.mask[:, None, None, :], torch.finfo(dtype).min)
+
+
+@dataclass
+class QueryBlockedBias:
+    """A score bias built on demand, `block_size` query rows at a time, for attention whose dense `(B, heads, L, L)`
+    bias would exceed `config.dense_bias_max_bytes` (see `query_blocked_attention` in `modeling_posattn.py`)."""
+
+    encoding: nn.Module
+    positions: TokenPositions
+    dtype: torch.dtype
+    block_size: int
+    checkpoint: bool
+
+    def __call__(self, rows: slice) -> torch.Tensor:
+        return dense_attention_bias(self.encoding, self.positions, self.dtype, rows)
+
+
+def attention_bias_for(
+    encoding: nn.Module, positions: TokenPositions, dtype: torch.dtype, config: PosAttnConfig
+) -> torch.Tensor | QueryBlockedBias:
+    """The dense bias when it fits in `config.dense_bias_max_bytes`, else a `QueryBlockedBias` whose blocks take about
+    `config.attention_bias_block_bytes` each. Decided from shapes alone (no host sync, compile-friendly)."""
+    batch, length = positions.mask.shape
+    row_bytes = batch * encoding.num_heads * length * torch.finfo(dtype).bits // 8
+    if row_bytes * length <= config.dense_bias_max_bytes:
+        return dense_attention_bias(encoding, positions, dtype)
+    block_size = max(1, min(length, config.attention_bias_block_bytes // row_bytes))
+    return QueryBlockedBias(encoding, positions, dtype, block_size, config.attention_bias_checkpoint)
 
 
 def flex_score_mod(encoding: nn.Module, positions: TokenPositions) -> Callable:

@@ -1,0 +1,151 @@
+"""The speed work of issue 13, tested for behaviour only (never timings): the int32 relative-bias buckets, the
+query-blocked bias attention against the dense one, the cheaper rotary against the textbook formula, and export."""
+
+import pytest
+import torch
+from conftest import batch_of, build_model, random_samples, tiny_config
+
+from modeling_posattn.positional_encodings import RelativeTimeBias
+
+
+def relative_bias(num_buckets=32, max_distance=128, units=1.0) -> RelativeTimeBias:
+    return RelativeTimeBias(
+        tiny_config(
+            relative_position_encoding="relative_bias",
+            relative_attention_num_buckets=num_buckets,
+            relative_attention_max_distance=max_distance,
+            time_units_per_second=units,
+        )
+    )
+
+
+@pytest.mark.parametrize("num_buckets, max_distance", [(32, 128), (32, 9), (16, 100), (64, 1000), (34, 50)])
+def test_relative_bias_buckets_match_t5(num_buckets, max_distance):
+    """Where T5's formula is well defined (max_distance > num_buckets // 4), the bucket table reproduces it exactly."""
+    from transformers.models.t5.modeling_t5 import T5Attention
+
+    distance = torch.arange(-5000, 5001)
+    expected = T5Attention._relative_position_bucket(distance, True, num_buckets, max_distance)
+    buckets = relative_bias(num_buckets, max_distance).bucket(distance.double())
+    assert buckets.dtype == torch.int32
+    torch.testing.assert_close(buckets.long(), expected, rtol=0, atol=0)
+
+
+def test_relative_bias_at_the_shortest_valid_max_distance():
+    """max_distance == num_buckets // 4 used to crash (log(1) = 0: `IndexError: index -9223372036854775792`); the config
+    now refuses it (tests/test_bad_inputs.py), and the shortest valid range, one past it, buckets like T5 and runs."""
+    from transformers.models.t5.modeling_t5 import T5Attention
+
+    distance = torch.arange(-50, 51)
+    expected = T5Attention._relative_position_bucket(distance, True, 32, 9)
+    torch.testing.assert_close(relative_bias(32, 9).bucket(distance.double()).long(), expected, rtol=0, atol=0)
+    model = build_model(relative_position_encoding="relative_bias", relative_attention_max_distance=9)
+    assert torch.isfinite(model(**batch_of(random_samples())).last_hidden_state).all()
+
+
+def test_relative_bias_rejects_unusable_bucket_settings():
+    with pytest.raises(ValueError, match="relative_attention_num_buckets"):
+        relative_bias(num_buckets=1)
+
+
+@pytest.mark.parametrize("origin", [0.0, 1.0, 1234.5678, 1e6])
+def test_relative_bias_ignores_the_clock_origin(origin):
+    """Distances on a rounding tie (10 ms at 50 units/s = 0.5 units) land in one bucket whatever the origin: the
+    bucketing rounds half up with a tolerance for float error, instead of `round` flipping on the last bit."""
+    torch.manual_seed(0)
+    encoding = relative_bias(32, 64, units=50.0)
+    # 100 Hz and 30 Hz frames, built in float64 so that the shifted clock really is read at float64 precision
+    times = torch.cat((torch.arange(200, dtype=torch.float64) / 100, torch.arange(60, dtype=torch.float64) / 30 + 0.01))
+    heads = torch.arange(encoding.num_heads).view(-1, 1, 1)
+
+    def bias(t):
+        return encoding.score((t[None, :] - t[:, None]).unsqueeze(0), heads)
+
+    torch.testing.assert_close(bias(times + origin), bias(times), atol=1e-5, rtol=0)
+
+
+def blocked_and_dense(name, implementation, rows=7, **overrides):
+    """Two identical models, one forced onto the query-blocked bias path with `rows` query rows per block."""
+    inputs = batch_of(random_samples(lengths=((40, 10, 5), (17, 3, 0), (50, 12, 9))))
+    batch, length = inputs["attention_mask"].shape
+    settings = dict(relative_position_encoding=name, attn_implementation=implementation, **overrides)
+    dense = build_model(**settings)
+    row_bytes = batch * dense.config.num_attention_heads * length * 4
+    blocked = build_model(dense_bias_max_bytes=0, attention_bias_block_bytes=rows * row_bytes, **settings)
+    return dense, blocked, inputs
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+@pytest.mark.parametrize("name", ["alibi", "relative_bias"])
+@pytest.mark.parametrize("checkpointed", [True, False])
+def test_query_blocked_bias_matches_dense(name, implementation, checkpointed):
+    """Blocks of query rows, each with only its own rows of the bias, give the dense result: forward and gradients."""
+    dense, blocked, inputs = blocked_and_dense(name, implementation, attention_bias_checkpoint=checkpointed)
+    mask = inputs["attention_mask"].bool()
+    results = []
+    for model in (dense, blocked):
+        model.train()
+        hidden = model(**inputs).last_hidden_state
+        (hidden[mask].square().mean()).backward()
+        results.append((hidden[mask], {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+    (dense_out, dense_grads), (blocked_out, blocked_grads) = results
+    torch.testing.assert_close(blocked_out, dense_out, atol=1e-5, rtol=0)
+    assert dense_grads.keys() == blocked_grads.keys()
+    if name == "relative_bias":  # the learned bias table gets its gradient through the blocks too
+        assert "relative_position_encoding.relative_attention_bias.weight" in blocked_grads
+    for parameter, gradient in dense_grads.items():
+        torch.testing.assert_close(blocked_grads[parameter], gradient, atol=1e-5, rtol=1e-4, msg=parameter)
+
+
+@torch.no_grad()
+def test_query_blocked_bias_never_builds_the_square_bias(monkeypatch):
+    """Past `dense_bias_max_bytes` sdpa only ever sees a `(B, heads, rows, L)` bias; below it, the dense one."""
+    seen = []
+    original = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(query, key, value, attn_mask=None, **kwargs):
+        seen.append(tuple(attn_mask.shape))
+        return original(query, key, value, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    dense, blocked, inputs = blocked_and_dense("relative_bias", "sdpa", rows=16)
+    batch, length = inputs["attention_mask"].shape
+    dense(**inputs)
+    assert set(seen) == {(batch, 4, length, length)}
+    seen.clear()
+    blocked(**inputs)
+    assert len(seen) == 2 * -(-length // 16) and all(shape[2] <= 16 and shape[3] == length for shape in seen)
+
+
+def test_rotary_matches_the_textbook_formula_forward_and_backward():
+    """The roll + signed-sin rotation equals `x cos + rotate_half(x) sin` (RoFormer / transformers' llama), gradients too."""
+    from modeling_posattn.positional_encodings import apply_rotary_pos_emb, rotate_half
+
+    torch.manual_seed(0)
+    model = build_model(absolute_position_encoding="none", relative_position_encoding="time_rope")
+    positions = model.token_positions(**{k: v for k, v in batch_of(random_samples()).items()})
+    cos, sin = model.relative_position_encoding(torch.zeros(3, 1, 32), positions)
+    q = torch.randn(3, 4, cos.shape[1], 8, requires_grad=True)
+    k = torch.randn(3, 4, cos.shape[1], 8, requires_grad=True)
+    rotated = apply_rotary_pos_emb(q, k, cos, sin)
+    textbook = tuple(x * cos[:, None] + rotate_half(x) * sin[:, None] for x in (q, k))
+    for new, old in zip(rotated, textbook):
+        torch.testing.assert_close(new, old, atol=1e-6, rtol=0)
+    grads = torch.autograd.grad(sum(x.square().sum() for x in rotated), (q, k))
+    expected = torch.autograd.grad(sum(x.square().sum() for x in textbook), (q, k))
+    for new, old in zip(grads, expected):
+        torch.testing.assert_close(new, old, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_key_padding_mask_needs_no_host_sync(implementation):
+    """The key mask is decided from whether a mask was passed, never from its values: it traces as one graph."""
+    model = build_model(attn_implementation=implementation)
+    hidden, mask = torch.zeros(2, 5, 32), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    compiled = torch.compile(model.key_padding_mask, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(hidden, mask, True), model.key_padding_mask(hidden, mask, True))
+    assert model.key_padding_mask(hidden, mask, padded=False) is None
+    inputs = batch_of(random_samples(lengths=((6, 2, 0), (6, 2, 0))))
+    with torch.no_grad():
+        no_mask = model(**{k: v for k, v in inputs.items() if k != "attention_mask"}).last_hidden_state
+        torch.testing.assert_close(model(**inputs).last_hidden_state, no_mask, atol=1e-6, rtol=0)
