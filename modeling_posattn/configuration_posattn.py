@@ -26,7 +26,9 @@ MODEL_AUTO_MAP = {
     "AutoConfig": "configuration_posattn.PosAttnConfig",
     "AutoModel": "modeling_posattn.PosAttnModel",
     "AutoModelForSequenceClassification": "modeling_posattn.PosAttnForSequenceClassification",
+    "AutoModelForPreTraining": "modeling_posattn.PosAttnForPreTraining",
 }
+MASK_MODE_NAMES = ("per_modality", "time_aligned")
 
 
 def validate_modality_spec(modalities: dict[str, dict[str, Any]]) -> None:
@@ -79,6 +81,18 @@ class PosAttnConfig(PreTrainedConfig):
         relative_attention_num_buckets / relative_attention_max_distance: T5-style buckets of the `relative_bias`
             encoding, the distance measured in time units (`time_units_per_second`).
         pooling (`str`): `mean` over real tokens, or `cls` (a learned token prepended at time 0).
+        mask_ratio (`float`): [`PosAttnForPreTraining`] expected fraction of real tokens masked, in (0, 1). Default
+            0.15 with `mask_span_length` 3: TST's masked-value pretraining of small multivariate sensor sets (Zerveas et
+            al. 2021: ratio 0.15, mean span 3), the data size of this package's benchmarks. Larger data and
+            redundant signals take more: wav2vec 2.0 masks ~49% of audio frames (span starts p = 0.065, spans of 10),
+            PatchTST 40% of patches, VideoMAE 90% of video tubes.
+        mask_span_length (`int`): [`PosAttnForPreTraining`] tokens per masked span (`per_modality`), time cells per
+            masked window (`time_aligned`). A span longer than a modality's run is clipped to it.
+        mask_mode (`str`): [`PosAttnForPreTraining`] `per_modality` (spans placed independently in each modality,
+            as TST and wav2vec 2.0 do for one stream) or `time_aligned` (one time window hidden in every modality at
+            once, so it cannot be copied from another stream). See `masking_posattn.py`.
+        mask_span_seconds (`float`, *optional*): [`PosAttnForPreTraining`] the `time_aligned` window in seconds;
+            default `mask_span_length` ticks of the slowest clocked modality (40 ms ticks without a clock).
     """
 
     model_type = "posattn"
@@ -106,6 +120,10 @@ class PosAttnConfig(PreTrainedConfig):
     multiscale_num_bands: int | None = None
     relative_attention_num_buckets: int = 32
     relative_attention_max_distance: int = 128
+    mask_ratio: float = 0.15
+    mask_span_length: int = 3
+    mask_mode: str = "per_modality"
+    mask_span_seconds: float | None = None
 
     def __post_init__(self, **kwargs):
         if self.modalities is None:
@@ -119,6 +137,7 @@ class PosAttnConfig(PreTrainedConfig):
             self.rope_parameters = {"rope_type": "default", "rope_theta": 10000.0}
         super().__post_init__(**kwargs)
         self.validate_posattn()
+        self.validate_masking()
 
     def validate(self):
         """Run every `validate_*` check of this class (transformers calls this on save). The inherited `validate` runs
@@ -159,6 +178,20 @@ class PosAttnConfig(PreTrainedConfig):
             raise ValueError(f"`conditional_kernel_size` must be a positive odd int, got {self.conditional_kernel_size}.")
         if not self.time_units_per_second > 0:
             raise ValueError(f"`time_units_per_second` must be positive, got {self.time_units_per_second}.")
+
+    def validate_masking(self):
+        """The pretraining mask settings (`PosAttnForPreTraining`); they exist, with defaults, on every config."""
+        ratio = self.mask_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < ratio < 1.0:
+            raise ValueError(f"`mask_ratio` must be a number in (0, 1) (the expected masked fraction), got {ratio!r}.")
+        length = self.mask_span_length
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            raise ValueError(f"`mask_span_length` must be a positive int, got {length!r}.")
+        if self.mask_mode not in MASK_MODE_NAMES:
+            raise ValueError(f"`mask_mode` must be one of {MASK_MODE_NAMES}, got {self.mask_mode!r}.")
+        seconds = self.mask_span_seconds
+        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0):
+            raise ValueError(f"`mask_span_seconds` must be a positive number of seconds or None, got {seconds!r}.")
 
     @property
     def head_dim(self) -> int:

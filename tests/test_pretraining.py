@@ -1,0 +1,233 @@
+"""Self-supervised pretraining (issue 11): span masks, `PosAttnForPreTraining`, its checkpoints, `posattn-pretrain`,
+and fine-tuning a classifier from a pretraining checkpoint."""
+
+import json
+
+import pytest
+import torch
+from conftest import MODALITIES, batch_of, random_samples, tiny_config
+
+from modeling_posattn import PosAttnConfig, PosAttnForPreTraining, PosAttnForSequenceClassification, PosAttnModel
+from modeling_posattn.masking_posattn import (
+    compute_mask_positions,
+    default_span_seconds,
+    per_modality_span_mask,
+    time_aligned_span_mask,
+)
+from transformers import AutoModelForPreTraining
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Masks
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def packed_layout(lengths, batch=64):
+    """`batch` copies of a packed row with runs of `lengths` tokens (modality 0, 1, ...), then 5 padding tokens."""
+    modality_ids = torch.cat([torch.full((n,), m) for m, n in enumerate(lengths)] + [torch.zeros(5, dtype=torch.long)])
+    mask = torch.cat([torch.ones(sum(lengths), dtype=torch.bool), torch.zeros(5, dtype=torch.bool)])
+    return modality_ids.expand(batch, -1).clone(), mask.expand(batch, -1).clone()
+
+
+def runs(row: torch.Tensor) -> list[int]:
+    """Lengths of the runs of True in a 1-D bool tensor."""
+    lengths, current = [], 0
+    for value in row.tolist() + [False]:
+        if value:
+            current += 1
+        elif current:
+            lengths.append(current)
+            current = 0
+    return lengths
+
+
+@pytest.mark.parametrize("ratio,span", [(0.15, 3), (0.5, 10), (0.4, 1)])
+def test_per_modality_mask_hits_the_ratio_in_contiguous_spans_of_real_tokens(ratio, span):
+    modality_ids, mask = packed_layout((300, 200))
+    generator = torch.Generator().manual_seed(0)
+    masked = per_modality_span_mask(modality_ids, mask, ratio, span, generator)
+    assert not (masked & ~mask).any(), "padding was masked"
+    fraction = masked.sum() / mask.sum()
+    assert abs(float(fraction) - ratio) < 0.04, float(fraction)
+    # Spans never cross the boundary between modalities: cut each row at it and every run is a union of whole spans.
+    for row, ids in zip(masked[:8], modality_ids[:8]):
+        for m in (0, 1):
+            within = row[(ids == m) & mask[0]]
+            assert min(runs(within)) >= min(span, 1) and (span == 1 or max(runs(within)) >= span)
+
+
+def test_per_modality_spans_are_clipped_at_the_end_of_a_modality():
+    modality_ids, mask = packed_layout((4, 6), batch=200)
+    masked = per_modality_span_mask(modality_ids, mask, 0.5, 50, torch.Generator().manual_seed(1))
+    # A span of 50 in runs of 4 and 6 tokens: clipped to the run, never spilling into the next modality or padding.
+    for row in masked:
+        first, second = row[:4], row[4:10]
+        for part in (first, second):
+            if part.any():  # a span started inside the run covers it from its start to the run's end
+                start = int(part.float().argmax())
+                assert part[start:].all()
+    assert not (masked & ~mask).any()
+
+
+def test_every_sample_gets_a_masked_and_a_visible_token():
+    modality_ids, mask = packed_layout((3, 2), batch=500)
+    for masked in (
+        per_modality_span_mask(modality_ids, mask, 0.01, 2, torch.Generator().manual_seed(0)),
+        per_modality_span_mask(modality_ids, mask, 0.99, 5, torch.Generator().manual_seed(0)),
+    ):
+        assert masked.any(dim=1).all()
+        assert (mask & ~masked).any(dim=1).all()
+    single = torch.tensor([[True, False, False]])
+    assert not per_modality_span_mask(torch.zeros(1, 3, dtype=torch.long), single, 0.5, 2).any()
+
+
+def test_time_aligned_windows_cover_every_modality_at_the_same_times():
+    config = tiny_config(mask_mode="time_aligned", mask_ratio=0.3, mask_span_length=2)
+    samples = [{"audio": torch.randn(400, 4).numpy(), "video": torch.randn(100, 6).numpy()} for _ in range(16)]
+    batch = batch_of(samples)
+    mask = batch["attention_mask"].bool()
+    masked = compute_mask_positions(config, batch["modality_ids"], mask, batch["timestamps"], torch.Generator().manual_seed(0))
+    assert not (masked & ~mask).any()
+    fraction = masked.sum() / mask.sum()
+    assert abs(float(fraction) - 0.3) < 0.06, float(fraction)
+    window = default_span_seconds(config)
+    assert window == pytest.approx(2 / 25.0)  # 2 ticks of the slowest clock (video, 25 Hz)
+    cell = window / 2
+    video, audio = MODALITIES_INDEX["video"], MODALITIES_INDEX["audio"]
+    for row in range(len(samples)):
+        times, ids, hidden = batch["timestamps"][row], batch["modality_ids"][row], masked[row]
+        # Every cell is either masked in all modalities or in none: the masked moment is the same in both streams.
+        for modality in (video, audio):
+            selected = mask[row] & (ids == modality)
+            cells = torch.floor(times[selected] / cell).long()
+            masked_cells = set(cells[hidden[selected]].tolist())
+            visible_cells = set(cells[~hidden[selected]].tolist())
+            assert not masked_cells & visible_cells
+            if modality == video:
+                video_masked = masked_cells
+            else:
+                audio_masked = masked_cells
+        assert video_masked == audio_masked and video_masked
+
+
+MODALITIES_INDEX = {name: index for index, name in enumerate(MODALITIES)}
+
+
+def test_time_aligned_mask_handles_a_window_longer_than_the_sample():
+    modality_ids, mask = packed_layout((5,), batch=4)
+    timestamps = torch.arange(modality_ids.shape[1]).float().expand(4, -1) * 0.01
+    masked = time_aligned_span_mask(timestamps, mask, 0.5, 3, 10.0, torch.Generator().manual_seed(0))
+    assert masked.any(dim=1).all() and (mask & ~masked).any(dim=1).all()  # clipped, still one visible token
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("mask_ratio", 0.0, "mask_ratio"),
+        ("mask_ratio", 1.0, "mask_ratio"),
+        ("mask_ratio", -0.2, "mask_ratio"),
+        ("mask_span_length", 0, "mask_span_length"),
+        ("mask_mode", "random", "mask_mode"),
+        ("mask_span_seconds", -1.0, "mask_span_seconds"),
+    ],
+)
+def test_bad_mask_settings_are_config_errors(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**{field: value})
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# PosAttnForPreTraining
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def pretraining_model(seed=0, **overrides):
+    torch.manual_seed(seed)
+    return PosAttnForPreTraining(tiny_config(**overrides)).eval()
+
+
+@pytest.mark.parametrize("mode", ["per_modality", "time_aligned"])
+def test_pretraining_forward_loss_and_outputs(mode):
+    model = pretraining_model(mask_mode=mode, mask_ratio=0.3)
+    batch = batch_of(random_samples())
+    output = model(**batch)
+    assert torch.isfinite(output.loss)
+    assert output.modality_losses.shape == (3,) and output.masked_token_counts.shape == (3,)
+    assert output.reconstruction.shape == (*batch["modality_ids"].shape, 6)
+    assert output.prediction_logits.shape == (*batch["modality_ids"].shape, 37)
+    assert torch.equal(model(**batch).mask_positions, output.mask_positions), "eval masks must be reproducible"
+    model.train()
+    output.loss.backward() if output.loss.requires_grad else None
+
+
+def test_loss_only_on_masked_tokens_and_mask_embedding_used():
+    model = pretraining_model()
+    batch = batch_of(random_samples())
+    mask = batch["attention_mask"].bool()
+    masked = torch.zeros_like(mask)
+    masked[:, :3] = True  # the first video tokens of every sample (video comes first in the packed layout)
+    reference = model(**batch, mask_positions=masked)
+    # The features *at* masked tokens are hidden from the encoder:
+    changed = dict(batch, input_values=batch["input_values"].clone())
+    changed["input_values"][:, :3] += 100.0
+    hidden_change = model(**changed, mask_positions=masked)
+    # ... the encoder never saw them, so the reconstruction is identical, while the loss (their target) moved.
+    torch.testing.assert_close(hidden_change.reconstruction, reference.reconstruction)
+    assert hidden_change.loss > reference.loss + 100
+    # The loss is the MSE over exactly the masked video tokens (no other token enters it).
+    video = MODALITIES_INDEX["video"]
+    selected = masked & mask & (batch["modality_ids"] == video)
+    manual = (reference.reconstruction[..., :6] - batch["input_values"][..., :6]).pow(2).mean(-1)[selected].mean()
+    torch.testing.assert_close(reference.modality_losses[video], manual)
+    torch.testing.assert_close(reference.loss, manual)
+    assert reference.masked_token_counts.tolist() == [int(selected.sum()), 0, 0]
+    # The mask embedding is what masked tokens carry: changing it changes the output.
+    with torch.no_grad():
+        model.posattn.mask_embedding[video] += torch.randn(model.config.hidden_size)  # not a constant: LayerNorm drops that
+    assert not torch.allclose(model(**batch, mask_positions=masked).reconstruction, reference.reconstruction)
+
+
+def test_modality_without_masked_tokens_is_skipped_not_nan():
+    model = pretraining_model()
+    samples = [{"audio": sample["audio"]} for sample in random_samples()]  # no video, no text in the whole batch
+    output = model(**batch_of(samples))
+    video, text = MODALITIES_INDEX["video"], MODALITIES_INDEX["text"]
+    assert output.masked_token_counts[video] == 0 and output.masked_token_counts[text] == 0
+    assert torch.isfinite(output.loss) and torch.isfinite(output.modality_losses).all()
+    torch.testing.assert_close(output.loss, output.modality_losses[MODALITIES_INDEX["audio"]])
+    # Nothing masked at all: loss 0, not NaN.
+    batch = batch_of(samples)
+    empty = model(**batch, mask_positions=torch.zeros_like(batch["attention_mask"]).bool())
+    assert float(empty.loss) == 0.0
+
+
+def test_base_model_refuses_mask_positions_without_mask_embedding():
+    model = PosAttnModel(tiny_config()).eval()
+    batch = batch_of(random_samples())
+    with pytest.raises(ValueError, match="mask embedding"):
+        model(**batch, mask_positions=batch["attention_mask"].bool())
+
+
+def test_save_load_round_trip_and_auto_class(tmp_path):
+    model = pretraining_model(mask_mode="time_aligned")
+    batch = batch_of(random_samples())
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForPreTraining"] == "modeling_posattn.PosAttnForPreTraining"
+    assert (tmp_path / "masking_posattn.py").is_file()
+    loaded = AutoModelForPreTraining.from_pretrained(tmp_path).eval()
+    assert isinstance(loaded, PosAttnForPreTraining) and loaded.config.mask_mode == "time_aligned"
+    torch.testing.assert_close(loaded(**batch).reconstruction, model(**batch).reconstruction)
+
+
+def test_classifier_loads_the_encoder_of_a_pretraining_checkpoint(tmp_path):
+    model = pretraining_model()
+    model.save_pretrained(tmp_path)
+    config = PosAttnConfig.from_pretrained(tmp_path, num_labels=5)
+    classifier, info = PosAttnForSequenceClassification.from_pretrained(
+        tmp_path, config=config, output_loading_info=True
+    )
+    for name, value in model.posattn.state_dict().items():
+        if name != "mask_embedding":
+            torch.testing.assert_close(classifier.posattn.state_dict()[name], value, msg=name)
+    assert {"classifier.weight", "classifier.bias"} <= set(info["missing_keys"])
+    assert "posattn.mask_embedding" in info["unexpected_keys"]
