@@ -231,3 +231,126 @@ def test_classifier_loads_the_encoder_of_a_pretraining_checkpoint(tmp_path):
             torch.testing.assert_close(classifier.posattn.state_dict()[name], value, msg=name)
     assert {"classifier.weight", "classifier.bias"} <= set(info["missing_keys"])
     assert "posattn.mask_embedding" in info["unexpected_keys"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# posattn-pretrain, its checkpoint, and fine-tuning from it
+# ---------------------------------------------------------------------------------------------------------------------
+
+import runpy  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+from test_hub import assert_package_absent, assert_remote_classes, fresh_python, run_fresh  # noqa: E402,F401
+
+from modeling_posattn.toolkit.data.synthetic import load_synthetic  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"num_train": 48, "num_validation": 24, "num_test": 24}
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """`scripts/pretrain.py` on the tiny synthetic task, time-aligned masking, 2 epochs (the console script's code)."""
+    output_dir = tmp_path_factory.mktemp("pretrain") / "run"
+    argv = [
+        "scripts/pretrain.py", "--output_dir", str(output_dir), "--dataset_options", json.dumps(TINY),
+        "--num_train_epochs", "2", "--per_device_train_batch_size", "16", "--report_to", "none",
+        "--disable_tqdm", "true", "--mask_mode", "time_aligned", "--mask_ratio", "0.3",
+    ]
+    old_argv = sys.argv
+    sys.argv = argv
+    try:
+        with pytest.raises(SystemExit) as exit_status:
+            runpy.run_path(str(ROOT / "scripts" / "pretrain.py"), run_name="__main__")
+    finally:
+        sys.argv = old_argv
+    assert exit_status.value.code == 0
+    return output_dir
+
+
+def test_pretrain_script_end_to_end(pretrained):
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md", "masking_posattn.py",
+                 "train_results.json", "eval_results.json", "trainer_state.json"):
+        assert (pretrained / name).is_file(), name
+    assert not (pretrained / "test_results.json").exists()
+    results = json.loads((pretrained / "all_results.json").read_text())
+    assert np.isfinite(results["eval_loss"]) and {"eval_loss_audio", "eval_loss_video", "eval_loss_text"} <= set(results)
+    state = json.loads((pretrained / "trainer_state.json").read_text())
+    assert state["global_step"] == 6 and state["best_metric"] is not None  # 48 rows / 16 x 2 epochs, selected on loss
+    assert sum("eval_loss" in entry for entry in state["log_history"]) >= 2  # the validation curve, one point per epoch
+    config = json.loads((pretrained / "config.json").read_text())
+    assert config["architectures"] == ["PosAttnForPreTraining"] and config["mask_mode"] == "time_aligned"
+    assert "id2label" not in config or len(config["id2label"]) == 2  # no labels of the data leaked into it
+    model = AutoModelForPreTraining.from_pretrained(pretrained)
+    assert isinstance(model, PosAttnForPreTraining) and model.config.mask_ratio == 0.3
+
+
+def test_pretraining_card_and_publish_check(pretrained, tmp_path):
+    from modeling_posattn.toolkit.card_validation import validate_model_card
+    from modeling_posattn.toolkit.publish import check_checkpoint, publish
+
+    card = validate_model_card(pretrained / "README.md")
+    assert "pretraining" in card.data.tags and card.data.datasets == ["synthetic"]
+    text = (pretrained / "README.md").read_text()
+    assert "No test data was used" in text and "train 48 samples" in text and "time_aligned" in text
+    assert check_checkpoint(pretrained) == []
+    summary = publish(pretrained, "someone/posattn-pretrained", dry_run=tmp_path / "staged")
+    assert "model.safetensors" in summary["files"] and "masking_posattn.py" in summary["files"]
+
+
+def test_pretraining_checkpoint_loads_without_the_package(fresh_python, pretrained, tmp_path):
+    """A Hub user with only torch and transformers loads the pretraining checkpoint with AutoModelForPreTraining as
+    remote code and gets the in-package loss and reconstruction (eval-mode masks come from a fixed seed)."""
+    rows = load_synthetic(**TINY).dataset["validation"].select(range(4))
+    samples = [{name: np.asarray(row[name]) for name in ("audio", "video", "text") if row[name] is not None} for row in rows]
+    report, tensors = run_fresh(fresh_python, tmp_path / "fresh", {"pretrain": pretrained}, samples)
+    assert_package_absent(report, tmp_path / "fresh")
+    assert_remote_classes(report, "pretrain", ("AutoConfig", "AutoModel", "AutoModelForPreTraining", "AutoProcessor"),
+                          tmp_path / "fresh")
+    assert all(message for message in report["refusals"].values()), report["refusals"]
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(pretrained)
+    model = AutoModelForPreTraining.from_pretrained(pretrained).eval()
+    with torch.no_grad():
+        output = model(**processor(samples, return_tensors="pt"))
+    for name in ("loss", "modality_losses", "reconstruction", "mask_positions"):
+        remote = tensors[f"pretrain/AutoModelForPreTraining/{name}"]
+        torch.testing.assert_close(remote, getattr(output, name), msg=name)
+
+
+def test_fine_tuning_loads_the_pretrained_encoder(pretrained, tmp_path):
+    """`posattn-train --model_name_or_path <pretraining output>`: the encoder's weights are the checkpoint's, the
+    classifier is fresh, and the run trains and tests."""
+    from safetensors.torch import load_file
+
+    from modeling_posattn.toolkit.builders import build_model
+    from modeling_posattn.toolkit.cli import parse_args
+    from modeling_posattn.toolkit.data_sources import load_data
+    from modeling_posattn.toolkit.run import run_training
+
+    # The recipe's preset differs from the checkpoint's size (posattn-base): the checkpoint's architecture wins.
+    model_args, data_args, _, _ = parse_args(
+        [], {"model_name_or_path": str(pretrained), "model_config": "posattn-base", "dataset_options": TINY}
+    )
+    model = build_model(load_data(data_args, model_args), model_args)
+    saved = load_file(pretrained / "model.safetensors")
+    encoder_keys = [key for key in saved if key.startswith("posattn.") and key != "posattn.mask_embedding"]
+    assert encoder_keys
+    for key in encoder_keys:
+        torch.testing.assert_close(model.state_dict()[key], saved[key], msg=key)
+    assert model.num_labels == 3 and model.config.mask_mode == "time_aligned"
+    # Fresh initialisation of the classifier (the checkpoint has none): not zeros, not any saved tensor.
+    assert not any(key.startswith("classifier.") for key in saved) and model.classifier.weight.abs().sum() > 0
+
+    metrics = run_training(
+        overrides={"model_name_or_path": str(pretrained), "output_dir": str(tmp_path / "finetune"),
+                   "dataset_options": TINY, "num_train_epochs": 1, "report_to": "none", "disable_tqdm": True,
+                   "save_strategy": "no", "eval_strategy": "no", "load_best_model_at_end": False},
+        write_model_card=False,
+    )
+    assert "test_accuracy" in metrics
+    config = json.loads((tmp_path / "finetune" / "config.json").read_text())
+    assert config["architectures"] == ["PosAttnForSequenceClassification"] and config["hidden_size"] == 64
