@@ -17,8 +17,9 @@ Two modes, both over the packed token layout (`modality_ids`, `attention_mask`, 
   another stream; it has to use the surrounding time, which is where time-aligned positions should matter.
 
 In both modes a sample with at least 2 real tokens gets at least one masked span (one is forced at a random real token
-when the draw masked none) and keeps at least one visible real token (one is unmasked at random when the draw hid all):
-a masked objective needs something to predict and something to predict it from. A span longer than a modality's run
+when the draw masked none) and every sample keeps at least one visible real token (one is unmasked at random when the
+draw hid all; a 1-token sample is never masked): a masked objective needs something to predict and something to
+predict it from. A span longer than a modality's run
 is clipped to it (documented fallback, never an error). `time_aligned` reads one scalar back from the device (the
 number of time cells); pass precomputed `mask_positions` to the model to avoid it.
 """
@@ -66,12 +67,12 @@ def _segment_start(modality_ids: torch.Tensor, real: torch.Tensor) -> torch.Tens
 def _at_least_one_each_way(
     masked: torch.Tensor, real: torch.Tensor, force: torch.Tensor, generator: torch.Generator | None
 ) -> torch.Tensor:
-    """Add the forced span (`force`: the mask of a span at a random real token) to samples with none masked, and
-    unmask one random masked token of samples whose real tokens are all masked; samples with < 2 tokens stay as drawn."""
-    eligible = real.sum(dim=1) >= 2
-    none_masked = eligible & ~(masked & real).any(dim=1)
+    """Add the forced span (`force`: the mask of a span at a random real token) to samples with 2+ tokens and none
+    masked, and unmask one random masked token of samples whose real tokens are all masked (a 1-token sample is never
+    masked: nothing would be left to predict it from)."""
+    none_masked = (real.sum(dim=1) >= 2) & ~(masked & real).any(dim=1)
     masked = masked | (none_masked[:, None] & force)
-    all_masked = eligible & ~(real & ~masked).any(dim=1)
+    all_masked = ~(real & ~masked).any(dim=1)
     reveal = torch.nn.functional.one_hot(_random_choice(masked & real, generator), masked.shape[1]).bool()
     return masked & ~(all_masked[:, None] & reveal) & real
 

@@ -77,7 +77,10 @@ def test_every_sample_gets_a_masked_and_a_visible_token():
         assert masked.any(dim=1).all()
         assert (mask & ~masked).any(dim=1).all()
     single = torch.tensor([[True, False, False]])
-    assert not per_modality_span_mask(torch.zeros(1, 3, dtype=torch.long), single, 0.5, 2).any()
+    for seed in range(20):  # a 1-token sample is never masked (nothing would be left to predict it from)
+        generator = torch.Generator().manual_seed(seed)
+        assert not per_modality_span_mask(torch.zeros(1, 3, dtype=torch.long), single, 0.9, 2, generator).any()
+        assert not time_aligned_span_mask(torch.zeros(1, 3), single, 0.9, 2, 0.1, generator).any()
 
 
 def test_time_aligned_windows_cover_every_modality_at_the_same_times():
