@@ -23,11 +23,13 @@ AbsolutePositionEncodingName = Literal["none", "sinusoidal", "learned", "dynamic
 RelativePositionEncodingName = Literal["none", "rope", "time_rope", "alibi", "relative_bias"]
 PositionFusionName = Literal["add", "concat", "gated"]
 PoolingName = Literal["mean", "cls"]
+MaskModeName = Literal["per_modality", "time_aligned"]
 ActivationName = Literal[tuple(ACT2FN)]
 ABSOLUTE_POSITION_ENCODING_NAMES = get_args(AbsolutePositionEncodingName)
 RELATIVE_POSITION_ENCODING_NAMES = get_args(RelativePositionEncodingName)
 POSITION_FUSION_NAMES = get_args(PositionFusionName)
 POOLING_NAMES = get_args(PoolingName)
+MASK_MODE_NAMES = get_args(MaskModeName)
 ROTARY_ENCODINGS = ("rope", "time_rope")
 
 # Tokens of a clockless modality in a sample with no clocked modality sit one TMRoPE step (40 ms) apart,
@@ -45,6 +47,7 @@ MODEL_AUTO_MAP = {
     "AutoConfig": "configuration_posattn.PosAttnConfig",
     "AutoModel": "modeling_posattn.PosAttnModel",
     "AutoModelForSequenceClassification": "modeling_posattn.PosAttnForSequenceClassification",
+    "AutoModelForPreTraining": "modeling_posattn.PosAttnForPreTraining",
 }
 
 
@@ -169,6 +172,18 @@ class PosAttnConfig(PreTrainedConfig):
         attention_bias_checkpoint (`bool`): recompute each block's bias and attention in the backward pass instead of
             keeping them, so that training memory is linear in L too (costs one more attention forward).
         pooling (`str`): `mean` over real tokens, or `cls` (a learned token prepended at time 0).
+        mask_ratio (`float`): [`PosAttnForPreTraining`] expected fraction of real tokens masked, in (0, 1). Default
+            0.15 with `mask_span_length` 3: TST's masked-value pretraining of small multivariate sensor sets (Zerveas et
+            al. 2021: ratio 0.15, mean span 3), the data size of this package's benchmarks. Larger data and
+            redundant signals take more: wav2vec 2.0 masks ~49% of audio frames (span starts p = 0.065, spans of 10),
+            PatchTST 40% of patches, VideoMAE 90% of video tubes.
+        mask_span_length (`int`): [`PosAttnForPreTraining`] tokens per masked span (`per_modality`), time cells per
+            masked window (`time_aligned`). A span longer than a modality's run is clipped to it.
+        mask_mode (`str`): [`PosAttnForPreTraining`] `per_modality` (spans placed independently in each modality,
+            as TST and wav2vec 2.0 do for one stream) or `time_aligned` (one time window hidden in every modality at
+            once, so it cannot be copied from another stream). See `masking_posattn.py`.
+        mask_span_seconds (`float`, *optional*): [`PosAttnForPreTraining`] the `time_aligned` window in seconds;
+            default `mask_span_length` ticks of the slowest clocked modality (40 ms ticks without a clock).
     """
 
     model_type = "posattn"
@@ -199,6 +214,10 @@ class PosAttnConfig(PreTrainedConfig):
     dense_bias_max_bytes: int = 256 * 2**20
     attention_bias_block_bytes: int = 16 * 2**20
     attention_bias_checkpoint: bool = True
+    mask_ratio: float = 0.15
+    mask_span_length: int = 3
+    mask_mode: MaskModeName = "per_modality"
+    mask_span_seconds: float | None = None
 
     def __post_init__(self, **kwargs):
         if self.modalities is None:
@@ -301,6 +320,18 @@ class PosAttnConfig(PreTrainedConfig):
                 raise ValueError(f"`rope_parameters` {parameters} cannot be used with head_dim {self.head_dim}: {error!r}.") from error
             if not (bool(inv_freq.isfinite().all()) and math.isfinite(float(scaling))):
                 raise ValueError(f"`rope_parameters` {parameters} give non-finite frequencies for head_dim {self.head_dim}.")
+
+    def validate_masking(self):
+        """The pretraining mask settings (`PosAttnForPreTraining`); they exist, with defaults, on every config."""
+        ratio = self.mask_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < ratio < 1.0:
+            raise ValueError(f"`mask_ratio` must be a number in (0, 1) (the expected masked fraction), got {ratio!r}.")
+        length = self.mask_span_length
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            raise ValueError(f"`mask_span_length` must be a positive int, got {length!r}.")
+        seconds = self.mask_span_seconds
+        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0):
+            raise ValueError(f"`mask_span_seconds` must be a positive number of seconds or None, got {seconds!r}.")
 
     @property
     def head_dim(self) -> int:

@@ -17,10 +17,11 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.processing_utils import Unpack
-from transformers.utils import TransformersKwargs, can_return_tuple
+from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_posattn import MAX_FEATURE_MAGNITUDE, PosAttnConfig
+from .masking_posattn import compute_mask_positions
 from .positional_encodings import (
     ABSOLUTE_POSITION_ENCODINGS,
     POSITION_FUSIONS,
@@ -251,7 +252,12 @@ class PosAttnEmbeddings(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(
-        self, input_values: torch.Tensor | None, input_ids: torch.Tensor | None, positions: TokenPositions
+        self,
+        input_values: torch.Tensor | None,
+        input_ids: torch.Tensor | None,
+        positions: TokenPositions,
+        mask_positions: torch.Tensor | None = None,
+        mask_embedding: torch.Tensor | None = None,
     ) -> torch.Tensor:
         modality_ids = positions.modality_ids
         weight = self.modality_embedding.weight
@@ -264,6 +270,10 @@ class PosAttnEmbeddings(nn.Module):
                 source = input_values[selected][:, : module.in_features] if input_values is not None else None
             if source is not None:
                 content[selected] = module(source.to(weight.dtype) if source.is_floating_point() else source)
+        if mask_positions is not None:
+            # Masked-reconstruction pretraining: a masked token keeps its modality and position but its content is the
+            # modality's learned mask embedding (wav2vec 2.0's `masked_spec_embed`), not zeros.
+            content = torch.where(mask_positions[..., None], mask_embedding[modality_ids].to(content.dtype), content)
         hidden_states = content + self.modality_embedding(modality_ids)
         if self.position_encoding is not None:
             encoding = self.position_encoding(hidden_states, positions)
@@ -489,8 +499,11 @@ class PosAttnPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
         elif isinstance(module, MultiScalePositionEncoding):
             init.ones_(module.gain)
-        elif isinstance(module, PosAttnModel) and module.cls_token is not None:
-            init.normal_(module.cls_token, std=self.config.initializer_range)
+        elif isinstance(module, PosAttnModel):
+            if module.cls_token is not None:
+                init.normal_(module.cls_token, std=self.config.initializer_range)
+            if module.mask_embedding is not None:
+                init.normal_(module.mask_embedding, std=self.config.initializer_range)
 
 
 class PosAttnModel(PosAttnPreTrainedModel):
@@ -506,12 +519,20 @@ class PosAttnModel(PosAttnPreTrainedModel):
         position_ids (`(batch, seq_len)` int, *optional*): index within the modality; derived when omitted.
         timestamps (`(batch, seq_len)` float, *optional*): seconds; derived from `sampling_rate` when omitted.
         attention_mask (`(batch, seq_len)`, *optional*): 1 for real tokens, 0 for padding.
+        mask_positions (`(batch, seq_len)` bool, *optional*): tokens whose content is replaced by their modality's
+            learned mask embedding (pretraining); needs a model built with `add_mask_embedding=True`.
+
+    `add_mask_embedding` (constructor): add the per-modality mask embedding that `PosAttnForPreTraining` trains. A plain
+    encoder has none, so loading a pretraining checkpoint into it reports `posattn.mask_embedding` as unused.
     """
 
-    def __init__(self, config: PosAttnConfig):
+    def __init__(self, config: PosAttnConfig, add_mask_embedding: bool = False):
         super().__init__(config)
         self.embeddings = PosAttnEmbeddings(config)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size)) if config.pooling == "cls" else None
+        self.mask_embedding = (
+            nn.Parameter(torch.zeros(config.num_modalities, config.hidden_size)) if add_mask_embedding else None
+        )
         relative_class = RELATIVE_POSITION_ENCODINGS[config.relative_position_encoding]
         self.relative_position_encoding = relative_class(config) if relative_class is not None else None
         self.layers = nn.ModuleList(PosAttnEncoderLayer(config, i) for i in range(config.num_hidden_layers))
@@ -560,10 +581,19 @@ class PosAttnModel(PosAttnPreTrainedModel):
         position_ids: torch.Tensor | None = None,
         timestamps: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        mask_positions: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> PosAttnModelOutput:
         positions = self.token_positions(input_values, input_ids, modality_ids, position_ids, timestamps, attention_mask)
-        hidden_states = self.embeddings(features_as_float(input_values), input_ids, positions)
+        if mask_positions is not None:
+            if self.mask_embedding is None:
+                raise ValueError("`mask_positions` needs a mask embedding: use PosAttnForPreTraining (or "
+                                 "PosAttnModel(config, add_mask_embedding=True)).")
+            if tuple(mask_positions.shape) != tuple(positions.mask.shape):
+                raise ValueError(f"`mask_positions` has shape {tuple(mask_positions.shape)}, expected "
+                                 f"{tuple(positions.mask.shape)} (batch, seq_len).")
+            mask_positions = mask_positions.bool() & positions.mask
+        hidden_states = self.embeddings(features_as_float(input_values), input_ids, positions, mask_positions, self.mask_embedding)
         output_modality_ids = positions.modality_ids.masked_fill(~positions.mask, -1)
         if self.cls_token is not None:
             hidden_states = torch.cat((self.cls_token.expand(hidden_states.shape[0], -1, -1), hidden_states), dim=1)
@@ -759,4 +789,162 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type
     return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
 
 
-__all__ = ["PosAttnModel", "PosAttnForSequenceClassification", "PosAttnPreTrainedModel"]
+@dataclass
+class PosAttnForPreTrainingOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `()`):
+        Mean over the modalities that have masked tokens in the batch of their loss (MSE for feature modalities,
+        cross-entropy for token modalities); a modality without a masked real token is left out, never NaN.
+    modality_losses (`torch.FloatTensor` of shape `(num_modalities,)`):
+        Each modality's loss in `config.modality_names` order; 0 where `masked_token_counts` is 0 (skipped).
+    masked_token_counts (`torch.LongTensor` of shape `(num_modalities,)`):
+        Masked real tokens of each modality in the batch: what each loss averages over.
+    reconstruction (`torch.FloatTensor` of shape `(batch_size, sequence_length, max_feature_dim)`):
+        Every token's predicted (normalised) features, packed like `input_values` (its modality's `input_dim` first
+        columns, zeros after); zeros at token-modality positions. None without a feature modality.
+    prediction_logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, max_vocab_size)`):
+        Every token's logits over its token modality's vocabulary (the dtype's minimum past it). None without a
+        token modality.
+    mask_positions (`torch.BoolTensor` of shape `(batch_size, sequence_length)`):
+        The masked tokens (given or sampled).
+    """
+
+    loss: torch.FloatTensor | None = None
+    modality_losses: torch.FloatTensor | None = None
+    masked_token_counts: torch.LongTensor | None = None
+    reconstruction: torch.FloatTensor | None = None
+    prediction_logits: torch.FloatTensor | None = None
+    mask_positions: torch.BoolTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class PosAttnForPreTraining(PosAttnPreTrainedModel):
+    """PosAttn with a masked-reconstruction objective for self-supervised pretraining.
+
+    Contiguous spans of tokens (`config.mask_mode`: per modality, or one time window across all modalities; ratio and
+    span from `config.mask_ratio` / `config.mask_span_length`, see `masking_posattn.py`) have their content replaced by
+    a learned per-modality mask embedding; a linear head per modality then predicts, at the masked real tokens only,
+    the features (MSE against the inputs as given, which `PosAttnProcessor` has normalised per channel; Zerveas et al.
+    2021, "A Transformer-based Framework for Multivariate Time Series Representation Learning") or the token id
+    (cross-entropy, BERT's masked-token prediction). Masks are sampled in `forward` unless `mask_positions` is given: at
+    random in training, from a fixed seed in eval mode so that validation losses are comparable across epochs.
+
+    Fine-tune the encoder with `PosAttnForSequenceClassification.from_pretrained(<this checkpoint>)`: the encoder loads,
+    the classifier is initialised fresh, the mask embedding and the prediction heads are reported unused.
+    """
+
+    # The loss is a mean over masked tokens per modality, not a sum for Trainer to normalise by its token count.
+    accepts_loss_kwargs = False
+    EVAL_MASK_SEED = 0
+
+    def __init__(self, config: PosAttnConfig):
+        super().__init__(config)
+        self.posattn = PosAttnModel(config, add_mask_embedding=True)
+        self.prediction_heads = nn.ModuleList(
+            nn.Linear(config.hidden_size, spec.get("input_dim") or spec["vocab_size"])
+            for spec in map(config.modality_spec, config.modality_names)
+        )
+        self.post_init()
+
+    def sample_mask_positions(self, positions: TokenPositions) -> torch.BoolTensor:
+        generator = None
+        if not self.training:
+            generator = torch.Generator(device=positions.mask.device).manual_seed(self.EVAL_MASK_SEED)
+        return compute_mask_positions(
+            self.config, positions.modality_ids, positions.mask, positions.timestamps, generator=generator
+        )
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        modality_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        timestamps: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        mask_positions: torch.Tensor | None = None,
+        return_loss: bool = True,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> PosAttnForPreTrainingOutput:
+        r"""
+        mask_positions (`(batch, seq_len)` bool, *optional*): the tokens to mask and predict (padding is ignored);
+            sampled by `config.mask_mode` when omitted.
+        return_loss (`bool`): compute the loss (default; it also tells Trainer that this model returns a loss without
+            labels, so that evaluation reports `eval_loss`).
+        """
+        positions = self.posattn.token_positions(
+            input_values, input_ids, modality_ids, position_ids, timestamps, attention_mask
+        )
+        if mask_positions is None:
+            mask_positions = self.sample_mask_positions(positions)
+        elif tuple(mask_positions.shape) != tuple(positions.mask.shape):
+            raise ValueError(f"`mask_positions` has shape {tuple(mask_positions.shape)}, expected "
+                             f"{tuple(positions.mask.shape)} (batch, seq_len).")
+        mask_positions = mask_positions.bool() & positions.mask
+        # The encoder never sees a masked token's input, not even through a stem that mixes neighbouring frames.
+        hidden_inputs = mask_positions[..., None]
+        outputs = self.posattn(
+            input_values=None if input_values is None else input_values.masked_fill(hidden_inputs, 0.0),
+            input_ids=None if input_ids is None else input_ids.masked_fill(mask_positions, 0),
+            modality_ids=positions.modality_ids,
+            position_ids=positions.position_ids,
+            timestamps=positions.timestamps,
+            attention_mask=positions.mask,
+            mask_positions=mask_positions,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        if self.posattn.cls_token is not None:
+            hidden_states = hidden_states[:, 1:]
+
+        losses, counts, reconstruction, logits = [], [], None, None
+        for index, (name, head) in enumerate(zip(self.config.modality_names, self.prediction_heads)):
+            selected = mask_positions & (positions.modality_ids == index)
+            count = selected.sum()
+            prediction = head(hidden_states)
+            if self.config.modality_spec(name).get("input_dim") is not None:
+                width = head.out_features
+                if reconstruction is None:
+                    reconstruction = hidden_states.new_zeros(*hidden_states.shape[:2], self.config.max_feature_dim)
+                is_modality = (positions.modality_ids == index) & positions.mask
+                reconstruction[..., :width] = torch.where(is_modality[..., None], prediction, reconstruction[..., :width])
+                if return_loss:
+                    error = (prediction.float() - input_values[..., :width].float()).pow(2).mean(dim=-1)
+                    losses.append((error * selected).sum() / count.clamp(min=1))
+            else:
+                vocab = head.out_features
+                if logits is None:
+                    widest = max(spec.get("vocab_size") or 0 for spec in self.config.modalities.values())
+                    logits = hidden_states.new_full((*hidden_states.shape[:2], widest), torch.finfo(hidden_states.dtype).min)
+                is_modality = (positions.modality_ids == index) & positions.mask
+                logits[..., :vocab] = torch.where(is_modality[..., None], prediction, logits[..., :vocab])
+                if return_loss:
+                    targets = input_ids.long().masked_fill(~selected, -100)
+                    summed = nn.functional.cross_entropy(
+                        prediction.flatten(0, 1).float(), targets.flatten(), ignore_index=-100, reduction="sum"
+                    )
+                    losses.append(summed / count.clamp(min=1))
+            counts.append(count)
+
+        loss = modality_losses = None
+        masked_token_counts = torch.stack(counts)
+        if return_loss:
+            # A modality with nothing masked in this batch is left out of the mean (its loss is 0/1 = 0, not 0/0).
+            modality_losses = torch.stack(losses)
+            present = (masked_token_counts > 0).to(modality_losses.dtype)
+            loss = (modality_losses * present).sum() / present.sum().clamp(min=1)
+        return PosAttnForPreTrainingOutput(
+            loss=loss,
+            modality_losses=modality_losses,
+            masked_token_counts=masked_token_counts,
+            reconstruction=reconstruction,
+            prediction_logits=logits,
+            mask_positions=mask_positions,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+__all__ = ["PosAttnModel", "PosAttnForSequenceClassification", "PosAttnForPreTraining", "PosAttnPreTrainedModel"]

@@ -40,12 +40,13 @@ from modeling_posattn.toolkit.card_validation import validate_model_card
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIR = REPO_ROOT / "modeling_posattn"
-MODEL_CODE = {"configuration_posattn.py", "modeling_posattn.py", "positional_encodings.py"}
+MODEL_CODE = {"configuration_posattn.py", "modeling_posattn.py", "positional_encodings.py", "masking_posattn.py"}
 PROCESSOR_CODE = {"processing_posattn.py", "configuration_posattn.py"}
 MODEL_AUTO_MAP = {
     "AutoConfig": "configuration_posattn.PosAttnConfig",
     "AutoModel": "modeling_posattn.PosAttnModel",
     "AutoModelForSequenceClassification": "modeling_posattn.PosAttnForSequenceClassification",
+    "AutoModelForPreTraining": "modeling_posattn.PosAttnForPreTraining",
 }
 PROCESSOR_AUTO_MAP = {
     "AutoFeatureExtractor": "processing_posattn.PosAttnProcessor",
@@ -128,7 +129,8 @@ REMOTE_SCRIPT = textwrap.dedent(
 
     import numpy as np
     import torch
-    from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForSequenceClassification, AutoProcessor
+    from transformers import (AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForPreTraining,
+                              AutoModelForSequenceClassification, AutoProcessor)
     tensors, classes, refusals = {}, {}, {}
 
     def refused(load):
@@ -193,6 +195,13 @@ REMOTE_SCRIPT = textwrap.dedent(
                 with torch.no_grad():
                     tensors[f"{key}/AutoModelForSequenceClassification/logits"] = head(**batch).logits
                 classes[f"{key}/AutoModelForSequenceClassification"]["training"] = head.training
+            if "PosAttnForPreTraining" in (config.architectures or []):
+                pretraining = AutoModelForPreTraining.from_pretrained(folder, **kwargs)
+                note(f"{key}/AutoModelForPreTraining", pretraining)
+                with torch.no_grad():  # eval mode: masks drawn from the model's fixed eval seed
+                    output = pretraining(**batch)
+                for name in ("loss", "modality_losses", "reconstruction", "mask_positions"):
+                    tensors[f"{key}/AutoModelForPreTraining/{name}"] = getattr(output, name)
 
     report.update(classes=classes, refusals=refusals)
     torch.save(tensors, spec["tensors"])

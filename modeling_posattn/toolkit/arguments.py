@@ -50,6 +50,18 @@ class ModelArguments:
     initializer_range: float | None = field(default=None, metadata={"help": "Std of the weight initialisation."})
     max_position_embeddings: int | None = field(default=None, metadata={"help": "`learned` table size / RoPE length."})
     time_units_per_second: float | None = field(default=None, metadata={"help": "Time-based encodings' units per second."})
+    mask_ratio: float | None = field(
+        default=None, metadata={"help": "Pretraining (posattn-pretrain): expected fraction of tokens masked, in (0, 1)."}
+    )
+    mask_span_length: int | None = field(
+        default=None, metadata={"help": "Pretraining: tokens per masked span (time cells per window when time_aligned)."}
+    )
+    mask_mode: str | None = field(
+        default=None, metadata={"help": "Pretraining: masking mode.", "choices": ("per_modality", "time_aligned")}
+    )
+    mask_span_seconds: float | None = field(
+        default=None, metadata={"help": "Pretraining: time_aligned window in seconds (default: from the clocks)."}
+    )
     config_overrides: str | None = field(
         default=None, metadata={"help": 'JSON object of further PosAttnConfig fields, e.g. \'{"rope_parameters": {...}}\'.'}
     )

@@ -1,16 +1,20 @@
 """From data and arguments to the objects Trainer needs: the processor (normalisation fitted on train), the encoded
 splits, the config and the model."""
 
+import logging
+
 import datasets
 from transformers import TrainingArguments
 
 from ..configuration_posattn import PosAttnConfig
-from ..modeling_posattn import PosAttnForSequenceClassification
+from ..modeling_posattn import PosAttnForPreTraining, PosAttnForSequenceClassification
 from ..processing_posattn import PosAttnProcessor
 from .arguments import DataArguments, ModelArguments, config_field_overrides
 from .data import BuiltinDataset
 from .json_options import parse_json_option
 from .recipes import load_model_preset
+
+logger = logging.getLogger(__name__)
 
 
 def build_processor(data: BuiltinDataset, data_args: DataArguments | None = None, train: datasets.Dataset | None = None) -> PosAttnProcessor:
@@ -52,13 +56,27 @@ def encode_splits(
     return encoded
 
 
-def build_config(data: BuiltinDataset, model_args: ModelArguments) -> PosAttnConfig:
-    """PosAttnConfig from the preset, the flag overrides, the data's modalities and labels."""
-    fields = load_model_preset(model_args.model_config)
+def config_fields(model_args: ModelArguments) -> dict:
+    """The PosAttnConfig fields of the preset and the flag overrides, without the modalities (they come from the data).
+
+    Starting from a checkpoint (`model_name_or_path`), its own `config.json` is the preset: the architecture is the
+    checkpoint's (`model_config` is not read), so that its weights fit; flags still override single fields.
+    """
+    preset = model_args.model_name_or_path or model_args.model_config
+    if model_args.model_name_or_path and model_args.model_config:
+        logger.info("Starting from %s: its config.json is the preset (model_config %r is not read).",
+                    model_args.model_name_or_path, model_args.model_config)
+    fields = load_model_preset(preset)
     fields.pop("modalities", None)
     fields.pop("modality_names", None)
     fields.update(parse_json_option(model_args.config_overrides, "--config_overrides") or {})
     fields.update(config_field_overrides(model_args))
+    return fields
+
+
+def build_config(data: BuiltinDataset, model_args: ModelArguments) -> PosAttnConfig:
+    """PosAttnConfig from the preset, the flag overrides, the data's modalities and labels."""
+    fields = config_fields(model_args)
     labels = {}
     if data.problem_type == "single_label_classification":
         names = data.label_names or [str(i) for i in range(data.num_labels)]
@@ -72,15 +90,42 @@ def build_config(data: BuiltinDataset, model_args: ModelArguments) -> PosAttnCon
     )
 
 
+def _load_checked(model_class, model_args: ModelArguments, config: PosAttnConfig):
+    """`from_pretrained` that says which encoder weights did not come from the checkpoint. A fresh head (a classifier
+    on a pretraining checkpoint, or on one with another number of labels) is expected; encoder weights that are
+    missing or of another shape mean the architecture changed, and would silently train from random."""
+    model, info = model_class.from_pretrained(
+        model_args.model_name_or_path, config=config, attn_implementation=model_args.attn_implementation,
+        ignore_mismatched_sizes=True, output_loading_info=True,
+    )
+    prefix = f"{model_class.base_model_prefix}."
+    fresh = sorted(key for key in info["missing_keys"] if key.startswith(prefix))
+    fresh += sorted(key for key, *_ in info["mismatched_keys"] if key.startswith(prefix))
+    if fresh:
+        logger.warning(
+            "%d encoder weight(s) were NOT loaded from %s (missing or of another shape; the model config differs "
+            "from the checkpoint's): %s", len(fresh), model_args.model_name_or_path, ", ".join(fresh[:10]),
+        )
+    return model
+
+
 def build_model(data: BuiltinDataset, model_args: ModelArguments) -> PosAttnForSequenceClassification:
-    """A fresh `PosAttnForSequenceClassification` (or one loaded from `model_name_or_path`) for the data."""
+    """A fresh `PosAttnForSequenceClassification`, or one whose encoder is loaded from `model_name_or_path` (a
+    classification or a pretraining checkpoint; the classifier is initialised fresh when the checkpoint has none or
+    another number of labels, and transformers reports it as newly initialised)."""
     config = build_config(data, model_args)
     if model_args.model_name_or_path:
-        return PosAttnForSequenceClassification.from_pretrained(
-            model_args.model_name_or_path, config=config, attn_implementation=model_args.attn_implementation,
-            ignore_mismatched_sizes=True,
-        )
+        return _load_checked(PosAttnForSequenceClassification, model_args, config)
     return PosAttnForSequenceClassification._from_config(config, attn_implementation=model_args.attn_implementation)
 
 
-__all__ = ["build_processor", "encode_splits", "build_config", "build_model"]
+def build_pretraining_model(data: BuiltinDataset, model_args: ModelArguments) -> PosAttnForPreTraining:
+    """A fresh `PosAttnForPreTraining` for the data's modalities (no labels), or one continued from
+    `model_name_or_path`."""
+    config = PosAttnConfig(modalities=data.modalities, **config_fields(model_args))
+    if model_args.model_name_or_path:
+        return _load_checked(PosAttnForPreTraining, model_args, config)
+    return PosAttnForPreTraining._from_config(config, attn_implementation=model_args.attn_implementation)
+
+
+__all__ = ["build_processor", "encode_splits", "config_fields", "build_config", "build_model", "build_pretraining_model"]

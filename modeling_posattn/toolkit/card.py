@@ -51,6 +51,7 @@ def write_model_card(
     eval_split: str | None = None,
     license: str | None = "apache-2.0",
     task_type: str = "other",
+    task_name: str | None = None,
     tags: list[str] | None = None,
     template_path: str | os.PathLike | None = None,
     studies: str | None = None,
@@ -71,7 +72,7 @@ def write_model_card(
             loads as it is; `posattn-publish` writes the target repository there).
         dataset_id: the `datasets:` metadata entry and model-index dataset type (default: `dataset_name`).
         eval_split: the split the evaluation ran on, for the model-index.
-        license, task_type, tags: metadata.
+        license, task_type, tags: metadata; task_name: the model-index task (default: from the problem type).
         template_path: a Jinja template (default: the project's `model_card.md`, shipped in the package).
         studies: Markdown of positional-encoding studies on this dataset (see `study_summaries`), shown as a section.
     """
@@ -84,7 +85,7 @@ def write_model_card(
     dataset_id = dataset_id or dataset_name
     synthetic = dataset_name == SYNTHETIC_DATASET_NAME
     problem_type = config.problem_type or ("regression" if config.num_labels == 1 else "single_label_classification")
-    task_name = {
+    task_name = task_name or {
         "regression": "Multimodal sequence regression",
         "multi_label_classification": "Multimodal multi-label sequence classification",
     }.get(problem_type, "Multimodal sequence classification")
