@@ -236,3 +236,17 @@ def test_train_script_with_the_uea_recipe_end_to_end(tmp_path, monkeypatch, caps
     state = json.loads((output_dir / "trainer_state.json").read_text())
     assert state["global_step"] == 2  # 24 rows / batch 16, one epoch: every training row trains (no validation carve)
     assert not (output_dir / "eval_results.json").exists()
+
+
+def test_uea_recipe_is_package_data_and_a_fixed_budget(tmp_path, monkeypatch):
+    from modeling_posattn.toolkit.cli import parse_args
+
+    monkeypatch.chdir(tmp_path)  # found through importlib.resources, from any folder
+    model_args, data_args, training_args, _ = parse_args(["--config", "uea"])
+    assert data_args.dataset_name == "uea" and data_args.dataset_options == {"path": "natops"}
+    assert data_args.validation_split_percentage == 0 and training_args.eval_strategy == "no"
+    assert not training_args.load_best_model_at_end and training_args.label_smoothing_factor == 0.1
+    assert training_args.torch_num_threads == 1
+    options = json.dumps({"path": "DIR/Name", "sampling_rate": 10})
+    _, data_args, _, _ = parse_args(["--config", "uea", "--dataset_name", "uea", "--dataset_options", options])
+    assert json.loads(data_args.dataset_options) == {"path": "DIR/Name", "sampling_rate": 10}  # replaces, not merges
