@@ -53,7 +53,8 @@ def test_report_with_the_recipe_and_published_rows(bench, tmp_path, capsys):
     report = json.loads((tmp_path / "quality" / "tinyfixed.json").read_text())
     posattn = report["methods"]["posattn (uea.json --num_train_epochs 1)"]
     assert [run["seed"] for run in posattn["runs"]] == [1] and 0 <= posattn["summary"]["mean"] <= 1
-    assert posattn["runs"][0]["train_runtime_s"] > 0 and posattn["runs"][0]["wall_s"] > 0
+    run = posattn["runs"][0]
+    assert run["train_runtime_s"] > 0 and run["wall_s"] > run["train_runtime_s"] and 0 < run["cpu_s"]
     assert report["dataset"]["train_shape"] == [24, 6, 16] and report["machine"]["cores"] >= 1
     assert any(name.startswith("MiniRocket") for name in report["methods"]) == rockets
     text = (tmp_path / "quality" / "tinyfixed.md").read_text()

@@ -86,6 +86,8 @@ def test_path_forms(tmp_path, monkeypatch):
     reference = load_uea(FIXED).dataset["train"]["labels"]
     # the prefix form DIR/Name of DIR/Name_TRAIN.ts
     assert load_uea(FIXED / "TinyFixed").dataset["train"]["labels"] == reference
+    # a path to one of the two files
+    assert load_uea(FIXED / "TinyFixed_TEST.ts").dataset["train"]["labels"] == reference
     # file names matched case-insensitively, and `name` when the folder is named otherwise
     folder = tmp_path / "tinyfixed"
     folder.mkdir()

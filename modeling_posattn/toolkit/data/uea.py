@@ -44,12 +44,15 @@ def resolve_uea_files(path: str | os.PathLike, name: str | None = None) -> tuple
     """`(name, train file, test file)` for `path`.
 
     `path` is the folder `DIR/Name` holding `Name_TRAIN.ts` and `Name_TEST.ts` (file names matched case-insensitively;
-    `name` overrides the folder's basename), or the prefix `DIR/Name` of `DIR/Name_TRAIN.ts`. A relative path that does
-    not exist from the current folder is also looked up in the data folder (`$POSATTN_DATA_DIR`, else
-    `../shared/data`), so `{"path": "natops"}` finds the shared NATOPS copy. `FileNotFoundError` names the expected
-    paths.
+    `name` overrides the folder's basename), the prefix `DIR/Name` of `DIR/Name_TRAIN.ts`, or one of the two files.
+    A relative path that does not exist from the current folder is also looked up in the data folder
+    (`$POSATTN_DATA_DIR`, else `../shared/data`), so `{"path": "natops"}` finds the shared NATOPS copy.
+    `FileNotFoundError` names the expected paths.
     """
     given = Path(path).expanduser()
+    for suffix in ("_TRAIN.ts", "_TEST.ts"):  # a path to one of the two files: its prefix
+        if given.name.upper().endswith(suffix.upper()) and given.is_file():
+            given = given.with_name(given.name[: -len(suffix)])
     candidates = [given]
     if not given.is_absolute() and not given.exists() and not Path(f"{given}_TRAIN.ts").exists():
         candidates.append(default_data_dir() / given)
