@@ -40,11 +40,12 @@ BUILTIN_DATASETS: dict[str, str] = {
     "natops": "natops:load_natops",
     "av_digits": "av_digits:load_av_digits",
     "mosi": "mosi:load_mosi",
+    "uea": "uea:load_uea",
 }
 
 
 def load_builtin_dataset(name: str, **options) -> BuiltinDataset:
-    """Load a built-in dataset by name (`synthetic`, `natops`, `av_digits`, `mosi`) with loader-specific options."""
+    """Load a built-in dataset by name (`synthetic`, `natops`, `av_digits`, `mosi`, `uea`) with loader-specific options."""
     if name not in BUILTIN_DATASETS:
         raise ValueError(f"Unknown built-in dataset {name!r}; choose one of {sorted(BUILTIN_DATASETS)}.")
     module_name, function_name = BUILTIN_DATASETS[name].split(":")

@@ -2,7 +2,6 @@
 
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import datasets
 import numpy as np
@@ -16,6 +15,7 @@ from ._common import (
     struct_column,
     values_column,
 )
+from .ts_format import read_ts, sort_labels
 
 NATOPS_PREPARATION_VERSION = "1"
 NATOPS_NOMINAL_SAMPLING_RATE = 25.0
@@ -56,61 +56,6 @@ def natops_groupings() -> dict[str, dict[str, list[int]]]:
     parts = {name: [c for s in sensors for c in _sensor_channels(s)] for name, sensors in NATOPS_PARTS.items()}
     sensors = {name: _sensor_channels(k) for k, name in enumerate(NATOPS_SENSORS)}
     return {"parts": parts, "sensors": sensors, "single": {"all_sensors": list(range(NATOPS_NUM_CHANNELS))}}
-
-
-def read_ts(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
-    """Parse an equal-length multivariate UEA/sktime `.ts` file (`@timeStamps false`) with numpy only.
-
-    Returns `(values, labels)`: `values` is `N x channels x length` float64 (`?` / missing values become NaN) and
-    `labels` the class strings as written. Comment (`#`) lines, the `@` header and blank lines are skipped; dimensions
-    are separated by `:`, values by `,`, and the class label is the last `:` field. Raises `ValueError` naming the line
-    for ragged or malformed series.
-    """
-    path = Path(path)
-    series, labels, in_data, has_labels = [], [], False, True
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for number, raw in enumerate(handle, start=1):
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            if not in_data:
-                lower = line.lower()
-                if lower.startswith("@timestamps") and lower.split()[-1] == "true":
-                    raise ValueError(f"{path}: `@timeStamps true` files are not supported by this parser.")
-                if lower.startswith("@classlabel") and lower.split()[1] == "false":
-                    has_labels = False
-                if lower.startswith("@data"):
-                    in_data = True
-                continue
-            fields = line.split(":")
-            if has_labels:
-                fields, label = fields[:-1], fields[-1].strip()
-                labels.append(label)
-            try:
-                dims = [[float(v) if v.strip() not in ("?", "") else np.nan for v in field.split(",")] for field in fields]
-            except ValueError as error:
-                raise ValueError(f"{path}, line {number}: cannot parse a value ({error}).") from None
-            lengths = {len(d) for d in dims}
-            if len(lengths) != 1:
-                raise ValueError(f"{path}, line {number}: dimensions have different lengths {sorted(lengths)}.")
-            if series and (len(dims), len(dims[0])) != series[0].shape:
-                raise ValueError(
-                    f"{path}, line {number}: series has shape {(len(dims), len(dims[0]))}, expected {series[0].shape}."
-                )
-            series.append(np.asarray(dims, dtype=np.float64))
-    if not in_data:
-        raise ValueError(f"{path}: no `@data` section found; is this a UEA .ts file?")
-    if not series:
-        raise ValueError(f"{path}: the `@data` section holds no series.")
-    return np.stack(series), labels
-
-
-def _sort_labels(labels: Sequence[str]) -> list[str]:
-    unique = sorted(set(labels))
-    try:
-        return sorted(unique, key=float)
-    except ValueError:
-        return unique
 
 
 def _resolve_grouping(grouping) -> tuple[str, dict[str, list[int]]]:
@@ -194,7 +139,7 @@ def load_natops(
     for split, (values, _) in raw.items():
         if values.shape[1] != NATOPS_NUM_CHANNELS:
             raise ValueError(f"NATOPS {split}: expected {NATOPS_NUM_CHANNELS} channels, got {values.shape[1]}.")
-    label_names = _sort_labels([label for _, labels in raw.values() for label in labels])
+    label_names = sort_labels([label for _, labels in raw.values() for label in labels])
     label_index = {name: i for i, name in enumerate(label_names)}
 
     modalities = {
