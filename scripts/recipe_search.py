@@ -39,7 +39,7 @@ BASE = {
 
 
 def load(dataset: str, options: dict):
-    from modeling_posattn.data import load_builtin_dataset
+    from modeling_posattn.toolkit.data import load_builtin_dataset
 
     data = load_builtin_dataset(dataset, **options)
     splits = {}
