@@ -9,8 +9,10 @@ A grid is a JSON list of recipe overrides (each merged over `BASE`); `--recipe` 
 budget on all rows it is given and is scored with the last (or EMA-averaged, `ema`) weights: no checkpoint selection.
 Results are appended as JSON lines to `outputs/recipe_search/<tag>.jsonl`, with a summary per recipe on stdout.
 
-A plain torch loop (not Trainer) keeps each NATOPS run near a minute on one core; augmentation is done on the raw
-frames before the processor, with the same time transform for every clocked modality of a sample (they stay aligned).
+A plain torch loop (not Trainer) keeps each NATOPS run near a minute on one free core; augmentation
+(`toolkit/augmentation.py`) is done on the raw frames before the processor, with the same time transform for every
+clocked modality of a sample (they stay aligned); `ema` averages weights with torch's `AveragedModel`, as
+`toolkit/averaging.py` does for Trainer.
 """
 
 import argparse
@@ -56,46 +58,6 @@ def load(dataset: str, options: dict):
     return data, splits
 
 
-def _resample(frames: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """Linear interpolation of `frames` (T, D) at fractional frame positions (T',)."""
-    positions = np.clip(positions, 0, len(frames) - 1)
-    low = np.floor(positions).astype(int)
-    high = np.minimum(low + 1, len(frames) - 1)
-    weight = (positions - low)[:, None]
-    return frames[low] * (1 - weight) + frames[high] * weight
-
-
-def augment(sample: dict, recipe: dict, modalities: dict, stds: dict, rng: np.random.Generator) -> dict:
-    """Jitter, per-channel scaling, smooth time warp and window slicing (Iwana & Uchida 2021; Um et al. 2017;
-    Le Guennec et al. 2016), then modality dropout. One time transform per sample, shared by its clocked modalities."""
-    out = {"labels": sample["labels"]}
-    # A monotone time map u -> w(u) on [0, 1]: a random crop [a, a + r] (window slice), then a smooth warp from
-    # random speeds at 4 knots (time warp), applied to normalised time so modalities of any rate stay aligned.
-    ratio = recipe["window_slice"]
-    start = rng.uniform(0, 1 - ratio) if ratio < 1 else 0.0
-    knots = np.clip(rng.normal(1.0, recipe["time_warp"], 6), 0.1, None) if recipe["time_warp"] else np.ones(6)
-    names = [n for n in modalities if sample.get(n) is not None]
-    keep = [n for n in names if rng.random() >= recipe["modality_dropout"]] or [names[rng.integers(len(names))]]
-    for name in names:
-        if name not in keep:
-            continue
-        frames = sample[name]
-        if modalities[name].get("sampling_rate") and len(frames) > 1:
-            grid = np.linspace(0, 1, len(frames))
-            speed = np.interp(grid, np.linspace(0, 1, len(knots)), knots)
-            warped = np.cumsum(speed)
-            warped = (warped - warped[0]) / max(warped[-1] - warped[0], 1e-12)
-            frames = _resample(frames, (start + ratio * warped) * (len(frames) - 1))
-        if recipe["scaling"]:
-            frames = frames * rng.normal(1.0, recipe["scaling"], (1, frames.shape[1]))
-        if recipe["jitter"]:
-            frames = frames + rng.normal(0.0, recipe["jitter"], frames.shape) * stds[name]
-        out[name] = frames
-        if "timestamps" in sample and name in sample["timestamps"]:
-            out.setdefault("timestamps", {})[name] = sample["timestamps"][name]
-    return out
-
-
 def build(recipe: dict, data):
     from modeling_posattn import PosAttnConfig, PosAttnForSequenceClassification
 
@@ -115,6 +77,7 @@ def train_and_score(recipe: dict, dataset: str, train_rows: list, eval_rows: lis
     from transformers import get_cosine_schedule_with_warmup, set_seed
 
     from modeling_posattn import PosAttnProcessor
+    from modeling_posattn.toolkit.augmentation import TimeSeriesAugmentation
 
     torch.set_num_threads(1)
     started = time.time()
@@ -122,7 +85,11 @@ def train_and_score(recipe: dict, dataset: str, train_rows: list, eval_rows: lis
     set_seed(seed)
     modalities, model = build(recipe, data)
     processor = PosAttnProcessor(modalities=modalities).fit([{k: v for k, v in r.items() if k != "labels"} for r in train_rows])
-    stds = {name: 1.0 * np.asarray(stats["std"]) for name, stats in processor.normalization.items()}
+    augment = TimeSeriesAugmentation(
+        **{k: recipe[k] for k in ("jitter", "scaling", "time_warp", "window_slice", "modality_dropout")},
+        channel_std={name: np.asarray(stats["std"]) for name, stats in processor.normalization.items()},
+        sampling_rates={name: spec.get("sampling_rate") for name, spec in modalities.items()},
+    )
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe["ema"])) if recipe["ema"] else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["learning_rate"], weight_decay=recipe["weight_decay"])
     batch, epochs = recipe["batch_size"], recipe["epochs"]
@@ -130,7 +97,6 @@ def train_and_score(recipe: dict, dataset: str, train_rows: list, eval_rows: lis
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(recipe["warmup_ratio"] * steps), steps)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"])
     rng = np.random.default_rng(seed)
-    augmenting = any(recipe[k] for k in ("jitter", "scaling", "time_warp", "modality_dropout")) or recipe["window_slice"] < 1
     last_loss = float("nan")
     for _ in range(epochs):
         model.train()
@@ -138,8 +104,8 @@ def train_and_score(recipe: dict, dataset: str, train_rows: list, eval_rows: lis
         losses = []
         for begin in range(0, len(order), batch):
             rows = [train_rows[i] for i in order[begin : begin + batch]]
-            if augmenting:
-                rows = [augment(r, recipe, modalities, stds, rng) for r in rows]
+            if augment.active:
+                rows = [augment(r, rng) for r in rows]
             inputs = dict(processor(rows, return_tensors="pt"))
             labels = inputs.pop("labels")
             loss = loss_fn(model(**inputs).logits, labels)
