@@ -1,4 +1,4 @@
-"""Per-modality stems: how the frames of a feature modality become token embeddings, chosen in the modality's spec.
+r"""Per-modality stems: how the frames of a feature modality become token embeddings, chosen in the modality's spec.
 
 A feature modality may declare `"stem": {"type": ..., ...}` in its spec (default `{"type": "linear"}`, today's one
 Linear per modality). Every stem has a `stride` s (default 1): the processor groups s consecutive frames of the
@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 from torch import nn
-
 from transformers.activations import ACT2FN
 
 STEM_DEFAULTS: dict[str, dict[str, Any]] = {

@@ -3,9 +3,21 @@
 import numpy as np
 import pytest
 import torch
-from conftest import ABSOLUTE, FUSIONS, batch_of, build_model, random_samples, tiny_config
+from conftest import (
+    ABSOLUTE,
+    FUSIONS,
+    batch_of,
+    build_model,
+    random_samples,
+    tiny_config,
+)
 
-from modeling_posattn import PosAttnConfig, PosAttnForSequenceClassification, PosAttnModel, PosAttnProcessor
+from modeling_posattn import (
+    PosAttnConfig,
+    PosAttnForSequenceClassification,
+    PosAttnModel,
+    PosAttnProcessor,
+)
 from modeling_posattn.stems import ConvStem, LinearStem, PatchStem
 
 CONV = {"type": "conv", "kernel_size": 5, "stride": 2, "filters": 4}
