@@ -17,6 +17,8 @@ from transformers.configuration_utils import PreTrainedConfig
 from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, RopeParameters
 
+from .stems import stem_spec, token_feature_dim, validate_stem_spec
+
 # The choices, each written once. `positional_encodings.py` keys its registries by these names (a test asserts that the
 # registries and these Literals hold the same names); the tuples are for argparse `choices` and messages.
 AbsolutePositionEncodingName = Literal["none", "sinusoidal", "learned", "dynamic", "conditional", "multiscale"]
@@ -80,7 +82,7 @@ def normalize_modality_spec(modalities: Any) -> dict[str, dict[str, Any]]:
             raise ValueError(f"Modality name {name!r} is not allowed: use a non-empty string other than timestamps/labels.")
         if not isinstance(spec, dict):
             raise ValueError(f"Modality '{name}': spec must be a dict, got {type(spec).__name__}.")
-        unknown = set(spec) - {"input_dim", "vocab_size", "sampling_rate"}
+        unknown = set(spec) - {"input_dim", "vocab_size", "sampling_rate", "stem"}
         if unknown:
             raise ValueError(f"Modality '{name}': unknown spec field(s) {sorted(unknown)}.")
         has_dim, has_vocab = spec.get("input_dim") is not None, spec.get("vocab_size") is not None
@@ -95,7 +97,12 @@ def normalize_modality_spec(modalities: Any) -> dict[str, dict[str, Any]]:
             rate = as_float(rate, f"Modality '{name}': `sampling_rate` (tokens per second, or None)")
             if not rate > 0:
                 raise ValueError(f"Modality '{name}': `sampling_rate` must be a positive number of tokens per second or None, got {rate!r}.")
-        normalized[name] = {field: size, **({"sampling_rate": rate} if "sampling_rate" in spec else {})}
+        validate_stem_spec(name, spec)
+        normalized[name] = {
+            field: size,
+            **({"sampling_rate": rate} if "sampling_rate" in spec else {}),
+            **({"stem": spec["stem"]} if spec.get("stem") is not None else {}),
+        }
     return normalized
 
 
@@ -148,7 +155,17 @@ class PosAttnConfig(PreTrainedConfig):
     Args:
         modalities (`dict[str, dict]`):
             Each modality by name: `{"input_dim": int}` for frames of floats or `{"vocab_size": int}` for integer token
-            ids, plus `"sampling_rate"` in tokens per second (None for a modality without a clock, such as text).
+            ids, plus `"sampling_rate"` in frames per second (None for a modality without a clock, such as text). A
+            feature modality may add `"stem"` (see `stems.py`), default `{"type": "linear"}`:
+            - `type`: `linear` (one Linear per token), `conv` (temporal conv shared over channels, then a strided
+              conv mixing channels, as ConvTran) or `patch` (the token's frames as an image cut into patches);
+            - `stride` (all types, default 1): frames per token. The processor groups `stride` consecutive frames
+              into one token (features concatenated, the last group zero-filled) timed at the centre of its frames,
+              so the modality runs at `sampling_rate / stride` tokens per second;
+            - `kernel_size` (`conv`, default 8): temporal kernel width in frames ('same' padding);
+            - `filters` (`conv` default 8 temporal filters per channel; `patch` default 16 per patch);
+            - `patch_size` (`patch`, required): `[frames, features]` of a patch, dividing `[stride, input_dim]`.
+            Example: `{"input_dim": 24, "sampling_rate": 25, "stem": {"type": "conv", "kernel_size": 8, "stride": 2}}`.
         modality_names (`list[str]`, *optional*):
             The modalities' canonical order: a token's `modality_ids` value indexes this list. Defaults to the order of
             `modalities` at creation and is then stored explicitly, because `config.json` sorts dict keys.
@@ -172,6 +189,11 @@ class PosAttnConfig(PreTrainedConfig):
         attention_bias_checkpoint (`bool`): recompute each block's bias and attention in the backward pass instead of
             keeping them, so that training memory is linear in L too (costs one more attention forward).
         pooling (`str`): `mean` over real tokens, or `cls` (a learned token prepended at time 0).
+        unit_scale_embeddings (`bool`): put content and absolute position on the same scale in the architecture: a
+            per-modality LayerNorm after each stem (content at unit RMS whatever the stem's init or the input scale)
+            and an RMSNorm on the absolute encoding (a sinusoid has RMS 0.71, a learned table 0.02 at init), so every
+            encoding, every fusion and `none` start with position and content at RMS 1 (as TST's x sqrt(d) or
+            ConvTran's normalised stem + unit-amplitude tAPE). False: the raw sum of the checkpoints before this option.
         mask_ratio (`float`): [`PosAttnForPreTraining`] expected fraction of real tokens masked, in (0, 1). Default
             0.15 with `mask_span_length` 3: TST's masked-value pretraining of small multivariate sensor sets (Zerveas et
             al. 2021: ratio 0.15, mean span 3), the data size of this package's benchmarks. Larger data and
@@ -211,6 +233,7 @@ class PosAttnConfig(PreTrainedConfig):
     multiscale_num_bands: int | None = None
     relative_attention_num_buckets: int = 32
     relative_attention_max_distance: int = 128
+    unit_scale_embeddings: bool = True
     dense_bias_max_bytes: int = 256 * 2**20
     attention_bias_block_bytes: int = 16 * 2**20
     attention_bias_checkpoint: bool = True
@@ -346,13 +369,17 @@ class PosAttnConfig(PreTrainedConfig):
 
     @property
     def sampling_rates(self) -> list[float | None]:
-        """Tokens per second of each modality, in `modality_names` order (None: no clock)."""
-        return [self.modalities[name].get("sampling_rate") for name in self.modality_names]
+        """Tokens per second of each modality (frames per second / stem stride), in `modality_names` order (None: no clock)."""
+        rates = []
+        for name in self.modality_names:
+            spec, rate = self.modalities[name], self.modalities[name].get("sampling_rate")
+            rates.append(rate / stem_spec(spec)["stride"] if rate and spec.get("input_dim") is not None else rate)
+        return rates
 
     @property
     def max_feature_dim(self) -> int:
-        """Width of the packed `input_values` tensor: the largest `input_dim` of any feature modality (0 if none)."""
-        return max((spec.get("input_dim") or 0) for spec in self.modalities.values())
+        """Width of the packed `input_values` tensor: the largest `stride * input_dim` of any feature modality (0 if none)."""
+        return max(token_feature_dim(spec) for spec in self.modalities.values())
 
     def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs):
         """Save `config.json`. Once the class is registered for the Auto classes (importing `modeling_posattn` does it),

@@ -22,6 +22,7 @@ from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_posattn import MAX_FEATURE_MAGNITUDE, PosAttnConfig
 from .masking_posattn import compute_mask_positions
+from .stems import build_stem
 from .positional_encodings import (
     ABSOLUTE_POSITION_ENCODINGS,
     POSITION_FUSIONS,
@@ -234,22 +235,61 @@ class PosAttnEncoderLayer(GradientCheckpointingLayer):
 
 
 class PosAttnEmbeddings(nn.Module):
-    """Content (projected features or token embeddings) + modality embedding, fused with the absolute encoding."""
+    r"""Content (each modality's stem, or token embeddings) + modality embedding, fused with the absolute encoding.
+
+    With `config.unit_scale_embeddings`, content and position meet at the same scale whatever the stem, the encoding
+    or its init: $c = \gamma_m \odot \mathrm{LN}(\mathrm{stem}_m(x)) + \beta_m$ (a LayerNorm per modality, no
+    statistic across tokens) and $p = g \odot \mathrm{RMSNorm}(\mathrm{PE})$, both of RMS 1 at init. Without it,
+    an std-0.02 Linear on standardised inputs gives content of RMS ~0.1 against 0.71 for a sinusoid, so position
+    outweighs content ~7x at init (and a learned table starts ~5x below content): the encodings would not be compared on
+    equal footing. TST multiplies content by sqrt(d) for the same reason (Zerveas et al., 2021).
+    """
 
     def __init__(self, config: PosAttnConfig):
         super().__init__()
         self.modality_names = config.modality_names
         self.content = nn.ModuleList(
-            nn.Linear(spec["input_dim"], config.hidden_size)
+            build_stem(spec, config.hidden_size, eps=config.layer_norm_eps, act=config.hidden_act)
             if spec.get("input_dim") is not None
             else nn.Embedding(spec["vocab_size"], config.hidden_size)
             for spec in map(config.modality_spec, config.modality_names)
         )
         self.modality_embedding = nn.Embedding(config.num_modalities, config.hidden_size)
+        self.unit_scale = config.unit_scale_embeddings
+        self.layer_norm_eps = config.layer_norm_eps
+        if self.unit_scale:
+            # The LayerNorm's affine per modality, gathered by modality id: one normalisation over the packed batch.
+            self.content_norm_weight = nn.Parameter(torch.ones(config.num_modalities, config.hidden_size))
+            self.content_norm_bias = nn.Parameter(torch.zeros(config.num_modalities, config.hidden_size))
         encoding_class = ABSOLUTE_POSITION_ENCODINGS[config.absolute_position_encoding]
         self.position_encoding = encoding_class(config) if encoding_class is not None else None
         self.fusion = POSITION_FUSIONS[config.position_fusion](config) if encoding_class is not None else None
+        self.encoding_norm = (
+            nn.RMSNorm(config.hidden_size, eps=config.layer_norm_eps)
+            if self.unit_scale and encoding_class is not None
+            else None
+        )
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def embed_content(
+        self, input_values: torch.Tensor | None, input_ids: torch.Tensor | None, positions: TokenPositions
+    ) -> torch.Tensor:
+        """`(B, L, H)`: every token's stem output (or token embedding), normalised per modality when `unit_scale`."""
+        modality_ids = positions.modality_ids
+        weight = self.modality_embedding.weight
+        content = weight.new_zeros(*modality_ids.shape, weight.shape[-1])
+        for index, module in enumerate(self.content):
+            selected = (modality_ids == index) & positions.mask
+            if isinstance(module, nn.Embedding):
+                if input_ids is not None:
+                    content[selected] = module(input_ids[selected])
+            elif input_values is not None:
+                # Stems run over the whole packed sequence and zero what is not theirs: no boolean indexing.
+                content = content + module(input_values.to(weight.dtype), selected)
+        if self.unit_scale:
+            content = nn.functional.layer_norm(content, content.shape[-1:], eps=self.layer_norm_eps)
+            content = content * self.content_norm_weight[modality_ids] + self.content_norm_bias[modality_ids]
+        return content
 
     def forward(
         self,
@@ -260,16 +300,7 @@ class PosAttnEmbeddings(nn.Module):
         mask_embedding: torch.Tensor | None = None,
     ) -> torch.Tensor:
         modality_ids = positions.modality_ids
-        weight = self.modality_embedding.weight
-        content = weight.new_zeros(*modality_ids.shape, weight.shape[-1])
-        for index, module in enumerate(self.content):
-            selected = modality_ids == index
-            if isinstance(module, nn.Embedding):
-                source = input_ids[selected] if input_ids is not None else None
-            else:
-                source = input_values[selected][:, : module.in_features] if input_values is not None else None
-            if source is not None:
-                content[selected] = module(source.to(weight.dtype) if source.is_floating_point() else source)
+        content = self.embed_content(input_values, input_ids, positions)
         if mask_positions is not None:
             # Masked-reconstruction pretraining: a masked token keeps its modality and position but its content is the
             # modality's learned mask embedding (wav2vec 2.0's `masked_spec_embed`), not zeros.
@@ -277,6 +308,8 @@ class PosAttnEmbeddings(nn.Module):
         hidden_states = content + self.modality_embedding(modality_ids)
         if self.position_encoding is not None:
             encoding = self.position_encoding(hidden_states, positions)
+            if self.encoding_norm is not None:
+                encoding = self.encoding_norm(encoding)
             hidden_states = self.fusion(hidden_states, encoding, modality_ids)
         return self.dropout(hidden_states)
 
@@ -504,6 +537,9 @@ class PosAttnPreTrainedModel(PreTrainedModel):
                 init.normal_(module.cls_token, std=self.config.initializer_range)
             if module.mask_embedding is not None:
                 init.normal_(module.mask_embedding, std=self.config.initializer_range)
+        elif isinstance(module, PosAttnEmbeddings) and module.unit_scale:
+            init.ones_(module.content_norm_weight)
+            init.zeros_(module.content_norm_bias)
 
 
 class PosAttnModel(PosAttnPreTrainedModel):

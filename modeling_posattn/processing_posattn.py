@@ -11,6 +11,7 @@ import numpy as np
 from transformers.feature_extraction_utils import BatchFeature, FeatureExtractionMixin
 
 from .configuration_posattn import CLOCKLESS_STEP_SECONDS, MAX_FEATURE_MAGNITUDE, normalize_modality_spec
+from .stems import stem_spec, token_feature_dim
 
 RESERVED_KEYS = ("timestamps", "labels", "label")
 
@@ -24,8 +25,13 @@ class PosAttnProcessor(FeatureExtractionMixin):
     seconds) and `"labels"`. A sample may lack modalities. Each sample becomes one packed sequence: the tokens of its
     modalities in `modality_names` order, each token with its modality id, its index within its modality and its time.
 
-    Times not given are filled: a clocked modality at rate r puts token i at `i / r`; a clockless one (text) is spread
+    Times not given are filled: a clocked modality at rate r puts frame i at `i / r`; a clockless one (text) is spread
     evenly over the sample's duration, `(i + 1/2) D / T`, or 40 ms apart when nothing in the sample has a clock.
+
+    A modality whose stem has `stride` s > 1 is downsampled here: s consecutive frames (after normalisation) become one
+    token holding the s frames concatenated (the last group zero-filled), timed at the mean time of its real frames, the
+    centre of its receptive field, so time-aligned encodings stay aligned; `position_ids` then count tokens.
+    `max_tokens` / `max_seconds` apply to these tokens.
 
     Args:
         modalities: the same spec as `PosAttnConfig.modalities`.
@@ -78,7 +84,8 @@ class PosAttnProcessor(FeatureExtractionMixin):
 
     @property
     def feature_dim(self) -> int:
-        return max((spec.get("input_dim") or 0) for spec in self.modalities.values())
+        """Width of the packed `input_values`: the largest `stride * input_dim` of any feature modality."""
+        return max(token_feature_dim(spec) for spec in self.modalities.values())
 
     @property
     def has_token_modality(self) -> bool:
@@ -220,6 +227,7 @@ class PosAttnProcessor(FeatureExtractionMixin):
         if not blocks:
             raise ValueError(f"{where} has no tokens at all: every modality is missing or empty.")
         self._fill_times(blocks)
+        self._group_frames(blocks, where)
         self._truncate(blocks, where)
 
         modality_ids = np.concatenate([np.full(len(content), mid) for mid, _, content, _ in blocks])
@@ -328,6 +336,32 @@ class PosAttnProcessor(FeatureExtractionMixin):
                 block[3] = start + (positions + 0.5) * (end - start) / len(content)
             else:
                 block[3] = (start if math.isfinite(start) else 0.0) + positions * CLOCKLESS_STEP_SECONDS
+
+    def _group_frames(self, blocks: list, where: str) -> None:
+        """Strided stems: `stride` frames -> one token (frames concatenated, last group zero-filled), timed at the mean
+        time of its real frames. Vectorised per modality (a reshape and a mean), no loop over tokens."""
+        for block in blocks:
+            _, name, content, times = block
+            spec = self.modalities[name]
+            stride = stem_spec(spec)["stride"] if spec.get("input_dim") is not None else 1
+            if stride == 1:
+                continue
+            length = len(content)
+            if length < stride:
+                raise ValueError(
+                    f"{where}, modality '{name}': {length} frame(s), fewer than the stem's stride {stride}; "
+                    "lower the stride or drop such short samples."
+                )
+            groups = -(-length // stride)
+            frames = np.zeros((groups * stride, content.shape[1]), dtype=np.float64)
+            frames[:length] = content
+            real = np.zeros(groups * stride)
+            real[:length] = 1.0
+            summed = np.zeros(groups * stride)
+            summed[:length] = times
+            counts = real.reshape(groups, stride).sum(axis=1)
+            block[2] = frames.reshape(groups, stride * content.shape[1])
+            block[3] = summed.reshape(groups, stride).sum(axis=1) / counts
 
     def _truncate(self, blocks: list, where: str) -> None:
         for block in blocks:

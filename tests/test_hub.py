@@ -40,8 +40,8 @@ from modeling_posattn.toolkit.card_validation import validate_model_card
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIR = REPO_ROOT / "modeling_posattn"
-MODEL_CODE = {"configuration_posattn.py", "modeling_posattn.py", "positional_encodings.py", "masking_posattn.py"}
-PROCESSOR_CODE = {"processing_posattn.py", "configuration_posattn.py"}
+MODEL_CODE = {"configuration_posattn.py", "modeling_posattn.py", "positional_encodings.py", "masking_posattn.py", "stems.py"}
+PROCESSOR_CODE = {"processing_posattn.py", "configuration_posattn.py", "stems.py"}
 MODEL_AUTO_MAP = {
     "AutoConfig": "configuration_posattn.PosAttnConfig",
     "AutoModel": "modeling_posattn.PosAttnModel",
@@ -53,9 +53,11 @@ PROCESSOR_AUTO_MAP = {
     "AutoProcessor": "processing_posattn.PosAttnProcessor",
 }
 # Non-alphabetical on purpose (see HF_NOTES): the order must survive config.json's sorted keys in the fresh env too.
+# Non-default stems (a strided conv, a patch stem) so that the remote code must carry stems.py and the processor's
+# frame grouping.
 MODALITIES = {
-    "video": {"input_dim": 6, "sampling_rate": 25.0},
-    "audio": {"input_dim": 4, "sampling_rate": 100.0},
+    "video": {"input_dim": 6, "sampling_rate": 25.0, "stem": {"type": "conv", "kernel_size": 3, "stride": 2}},
+    "audio": {"input_dim": 4, "sampling_rate": 100.0, "stem": {"type": "patch", "patch_size": [1, 2]}},
     "text": {"vocab_size": 37, "sampling_rate": None},
 }
 ATOL = 1e-6

@@ -363,3 +363,22 @@ def test_fixed_budget_without_validation_keeps_the_last_weights(tmp_path):
                            write_model_card=False)
     assert metrics["train_samples"] == TINY["num_train"] and "test_accuracy" in metrics  # every training row trains
     assert not any(key.startswith("eval_") for key in metrics)
+
+
+def test_recipe_pieces_stem_augmentation_and_weight_averaging(tmp_path):
+    """`--stem`, `--augmentation` and `--weight_averaging_decay` reach the processor, the model and Trainer."""
+    from modeling_posattn.toolkit.run import run_training
+
+    metrics = run_training(overrides={**QUICK, "output_dir": str(tmp_path / "recipe"), "num_train_epochs": 2,
+                                      "stem": '{"type": "conv", "kernel_size": 3, "stride": 2}',
+                                      "augmentation": '{"jitter": 0.03, "scaling": 0.1, "time_warp": 0.2, "window_slice": 0.9}',
+                                      "weight_averaging_decay": 0.9, "label_smoothing_factor": 0.1},
+                           write_model_card=False)
+    assert "test_accuracy" in metrics
+    config = json.loads((tmp_path / "recipe" / "config.json").read_text())
+    feature_specs = [spec for spec in config["modalities"].values() if spec.get("input_dim")]
+    assert feature_specs and all(spec["stem"] == {"type": "conv", "kernel_size": 3, "stride": 2} for spec in feature_specs)
+    with pytest.raises(ValueError, match="load_best_model_at_end false"):
+        run_training(overrides={**QUICK, "output_dir": str(tmp_path / "bad"), "weight_averaging_decay": 0.9,
+                                "load_best_model_at_end": True, "eval_strategy": "epoch", "save_strategy": "epoch"},
+                     write_model_card=False)

@@ -109,6 +109,21 @@ class DataArguments:
         default=None,
         metadata={"help": "Modality spec (JSON or a path to a JSON file) for datasets other than the built-in ones."},
     )
+    stem: str | None = field(
+        default=None,
+        metadata={
+            "help": 'Stem of every feature modality (JSON, e.g. \'{"type": "conv", "kernel_size": 8, "stride": 1}\'; see '
+            "PosAttnConfig): written into the modality specs, so the processor's frame grouping and the model agree."
+        },
+    )
+    augmentation: str | None = field(
+        default=None,
+        metadata={
+            "help": 'Training-time augmentation of raw samples (JSON of TimeSeriesAugmentation strengths, e.g. '
+            '\'{"jitter": 0.03, "scaling": 0.1, "time_warp": 0.2, "window_slice": 0.9}\'); the train split is then '
+            "processed on the fly."
+        },
+    )
     label_column: str = field(default="labels", metadata={"help": "Label column (renamed to `labels`)."})
     problem_type: str | None = field(
         default=None,
@@ -148,6 +163,13 @@ class PosAttnTrainingArguments(TrainingArguments):
         default=None, metadata={"help": "Stop after this many evaluations without improvement (off when unset)."}
     )
     early_stopping_threshold: float = field(default=0.0, metadata={"help": "Minimum improvement that counts."})
+    weight_averaging_decay: float | None = field(
+        default=None,
+        metadata={
+            "help": "Keep an EMA of the weights with this decay per optimizer step and end training with it (model "
+            "selection without validation rows; needs load_best_model_at_end false)."
+        },
+    )
     torch_num_threads: int | None = field(
         default=None,
         metadata={

@@ -3,6 +3,8 @@ splits, the config and the model."""
 
 import logging
 
+import numpy as np
+
 import datasets
 from transformers import TrainingArguments
 
@@ -10,6 +12,7 @@ from ..configuration_posattn import PosAttnConfig
 from ..modeling_posattn import PosAttnForPreTraining, PosAttnForSequenceClassification
 from ..processing_posattn import PosAttnProcessor
 from .arguments import DataArguments, ModelArguments, config_field_overrides
+from .augmentation import TimeSeriesAugmentation
 from .data import BuiltinDataset
 from .json_options import parse_json_option
 from .recipes import load_model_preset
@@ -27,6 +30,46 @@ def build_processor(data: BuiltinDataset, data_args: DataArguments | None = None
     if train is not None:
         processor.fit(train)
     return processor
+
+
+def apply_stem(data: BuiltinDataset, data_args: DataArguments) -> None:
+    """Write `--stem` into every feature modality's spec (in place), where both the processor and the config read it."""
+    stem = parse_json_option(data_args.stem, "--stem")
+    if stem is not None:
+        data.modalities = {
+            name: {**spec, "stem": stem} if spec.get("input_dim") is not None else spec for name, spec in data.modalities.items()
+        }
+
+
+def build_augmentation(data_args: DataArguments, processor: PosAttnProcessor) -> TimeSeriesAugmentation | None:
+    """`--augmentation` as a `TimeSeriesAugmentation` (jitter in units of the fitted channel std), or None."""
+    options = parse_json_option(data_args.augmentation, "--augmentation")
+    if not options:
+        return None
+    augmentation = TimeSeriesAugmentation(
+        **options,
+        channel_std={name: np.asarray(stats["std"]) for name, stats in processor.normalization.items()},
+        sampling_rates={name: spec.get("sampling_rate") for name, spec in processor.modalities.items()},
+    )
+    return augmentation if augmentation.active else None
+
+
+def augmented_split(split: datasets.Dataset, processor: PosAttnProcessor, augmentation: TimeSeriesAugmentation, seed: int) -> datasets.Dataset:
+    """The raw train split, augmented and processed on the fly (`with_transform`): a new draw every time a row is read."""
+    rng = np.random.default_rng(seed)
+    keep = [c for c in split.column_names if c in processor.modalities or c in ("timestamps", "labels")]
+
+    def transform(batch):
+        size = len(batch["labels"])
+        samples = []
+        for i in range(size):
+            sample = {key: batch[key][i] for key in batch}
+            if isinstance(sample.get("timestamps"), dict):
+                sample["timestamps"] = {k: v for k, v in sample["timestamps"].items() if v is not None}
+            samples.append(augmentation(sample, rng))
+        return dict(processor(samples, padding=False))
+
+    return split.select_columns(keep).with_transform(transform)
 
 
 def encode_splits(
@@ -128,4 +171,7 @@ def build_pretraining_model(data: BuiltinDataset, model_args: ModelArguments) ->
     return PosAttnForPreTraining._from_config(config, attn_implementation=model_args.attn_implementation)
 
 
-__all__ = ["build_processor", "encode_splits", "config_fields", "build_config", "build_model", "build_pretraining_model"]
+__all__ = [
+    "build_processor", "encode_splits", "config_fields", "build_config", "build_model", "build_pretraining_model",
+    "apply_stem", "build_augmentation", "augmented_split",
+]

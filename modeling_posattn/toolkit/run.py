@@ -28,7 +28,8 @@ from transformers import (
 )
 
 from .arguments import DataArguments, ModelArguments, PosAttnTrainingArguments
-from .builders import build_model, build_processor, encode_splits
+from .averaging import WeightAveragingCallback
+from .builders import apply_stem, augmented_split, build_augmentation, build_model, build_processor, encode_splits
 from .card_writer import recipe_summary, write_run_card
 from .data_sources import load_data, prepare_splits
 from .evaluation import (
@@ -153,6 +154,7 @@ def run_training(
     keep_global_batch(training_args)
 
     data = load_data(data_args, model_args)
+    apply_stem(data, data_args)
     if data.problem_type not in MAIN_METRICS:
         raise ValueError(f"posattn-train handles {sorted(MAIN_METRICS)}, not {data.problem_type!r}.")
     splits, provenance = prepare_splits(data, data_args)
@@ -160,6 +162,10 @@ def run_training(
                 ", ".join(f"{name} {len(split)}" for name, split in splits.items()), provenance)
     processor = build_processor(data, data_args, splits["train"])
     encoded = encode_splits(splits, processor, training_args, num_proc=data_args.preprocessing_num_workers)
+    augmentation = build_augmentation(data_args, processor)
+    if augmentation is not None:
+        encoded["train"] = augmented_split(splits["train"], processor, augmentation, training_args.seed)
+        training_args.remove_unused_columns = False  # the transform already returns model inputs only
     resolve_best_metric(training_args, data.problem_type, "validation" in encoded)
 
     set_seed(training_args.seed)
@@ -168,6 +174,10 @@ def run_training(
                 model.config.absolute_position_encoding, model.config.relative_position_encoding,
                 model.config.position_fusion)
     callbacks = []
+    if training_args.weight_averaging_decay:
+        if training_args.load_best_model_at_end:
+            raise ValueError("--weight_averaging_decay ends training with the averaged weights: set --load_best_model_at_end false.")
+        callbacks.append(WeightAveragingCallback(training_args.weight_averaging_decay))
     if training_args.early_stopping_patience and "validation" in encoded:
         callbacks.append(EarlyStoppingCallback(training_args.early_stopping_patience, training_args.early_stopping_threshold))
     trainer = Trainer(

@@ -1,0 +1,178 @@
+r"""Per-modality stems: how the frames of a feature modality become token embeddings, chosen in the modality's spec.
+
+A feature modality may declare `"stem": {"type": ..., ...}` in its spec (default `{"type": "linear"}`, today's one
+Linear per modality). Every stem has a `stride` s (default 1): the processor groups s consecutive frames of the
+modality into one token (the s frames concatenated, `s * input_dim` floats, the last group zero-filled), so the packed
+layout the model sees is always in post-stem tokens. A stem maps `(batch, seq_len, s * input_dim)` packed token
+features and the modality's token mask `(batch, seq_len)` to `(batch, seq_len, hidden_size)`, zero at every position
+that is not a real token of its modality. All stems run over the whole packed sequence and multiply by the mask
+instead of selecting tokens (no boolean indexing, no host sync); other modalities and padding then behave exactly like
+zero padding.
+
+- `linear`: $e_j = W [x_{js}; \dots; x_{js+s-1}] + b$ (one Linear over the token's frames).
+- `conv`: temporal convolution shared over channels, then a strided spatial convolution that mixes all channels and
+  frames of a token (ConvTran, Foumani et al., 2023; Disjoint-CNN, Foumani et al., 2021).
+- `patch`: the token's `s x input_dim` frames seen as a small image, cut into patches (ViT, Dosovitskiy et al., 2021;
+  AST, Gong et al., 2021 for spectrograms), each patch embedded by a shared linear map, then one Linear over all patches.
+"""
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.activations import ACT2FN
+
+STEM_DEFAULTS: dict[str, dict[str, Any]] = {
+    "linear": {"stride": 1},
+    "conv": {"stride": 1, "kernel_size": 8, "filters": 8},
+    "patch": {"stride": 1, "patch_size": None, "filters": 16},
+}
+
+
+def stem_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The modality's stem with every option filled from `STEM_DEFAULTS` (`{"type": "linear", "stride": 1}` when absent)."""
+    stem = dict(spec.get("stem") or {"type": "linear"})
+    return {"type": stem["type"], **STEM_DEFAULTS[stem["type"]], **stem}
+
+
+def token_feature_dim(spec: dict[str, Any]) -> int:
+    """Floats per packed token of a feature modality: `stride * input_dim` (0 for a token-id modality)."""
+    if spec.get("input_dim") is None:
+        return 0
+    return stem_spec(spec)["stride"] * spec["input_dim"]
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def validate_stem_spec(name: str, spec: dict[str, Any]) -> None:
+    """Raise a `ValueError` naming the modality and the option when its `stem` is unusable."""
+    if "stem" not in spec or spec["stem"] is None:
+        return
+    stem = spec["stem"]
+    where = f"Modality '{name}': `stem`"
+    if spec.get("input_dim") is None:
+        raise ValueError(f"{where} applies to feature modalities (`input_dim`) only, not to token ids.")
+    if not isinstance(stem, dict) or stem.get("type") not in STEMS:
+        raise ValueError(f"{where} must be a dict with `type` one of {sorted(STEMS)}, got {stem!r}.")
+    unknown = set(stem) - {"type", *STEM_DEFAULTS[stem["type"]]}
+    if unknown:
+        raise ValueError(f"{where} of type {stem['type']!r}: unknown option(s) {sorted(unknown)}; known {sorted(STEM_DEFAULTS[stem['type']])}.")
+    full = stem_spec(spec)
+    for option in ("stride", "kernel_size", "filters"):
+        if option in full and not _positive_int(full[option]):
+            raise ValueError(f"{where}: `{option}` must be a positive int, got {full[option]!r}.")
+    if full["type"] == "patch":
+        patch = full["patch_size"]
+        if (
+            not isinstance(patch, (list, tuple))
+            or len(patch) != 2
+            or not all(_positive_int(p) for p in patch)
+            or full["stride"] % patch[0]
+            or spec["input_dim"] % patch[1]
+        ):
+            raise ValueError(
+                f"{where}: `patch_size` must be [frames, features] dividing [stride, input_dim] = "
+                f"[{full['stride']}, {spec['input_dim']}], got {patch!r}."
+            )
+
+
+class LinearStem(nn.Linear):
+    r"""One Linear over the token's frames: $e_j = W [x_{js}; \dots; x_{js+s-1}] + b$ (s = 1: today's projection).
+
+    A subclass of `nn.Linear` so that checkpoints saved before stems existed load unchanged.
+    """
+
+    def __init__(self, spec: dict[str, Any], hidden_size: int):
+        super().__init__(token_feature_dim(spec), hidden_size)
+
+    def forward(self, values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        output = super().forward(values[..., : self.in_features])
+        return output if mask is None else output * mask.unsqueeze(-1).to(output.dtype)
+
+
+class FrameLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channels of `(batch, channels, frames)` maps: per frame, so no statistic crosses frames (a
+    BatchNorm would mix padding frames into its statistics)."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return super().forward(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+
+class ConvStem(nn.Module):
+    r"""Temporal then spatial convolution (ConvTran's embedding, Foumani et al., 2023, DMKD; Disjoint-CNN, 2021).
+
+    With the modality's frames $x \in \mathbb{R}^{T \times D}$ (T = tokens x stride) and F filters of width k shared by
+    all D channels (ConvTran's `Conv2d(1, F, [1, k])`):
+
+    $u_{c,f} = \mathrm{GELU}(\mathrm{LN}(w_f * x_{:,c}))$ ('same' padding), then
+    $e_j = \mathrm{GELU}(\mathrm{LN}(\sum_{c,f} V_{c,f} * u_{c,f}))$ with V a convolution of width and step s over time
+    (ConvTran's `[C, 1]` spatial conv, plus the stride): token j sees frames js..js+s-1 after the temporal conv, i.e.
+    a receptive field of s + k - 1 frames centred on the token's own frames.
+
+    Frames outside the modality's real tokens are zeroed before each convolution, so neighbours from other modalities
+    or padding act as zero padding and never leak in.
+    """
+
+    def __init__(self, spec: dict[str, Any], hidden_size: int, eps: float = 1e-5, act: str = "gelu"):
+        super().__init__()
+        options = stem_spec(spec)
+        self.input_dim, self.stride, self.filters = spec["input_dim"], options["stride"], options["filters"]
+        self.in_features = self.stride * self.input_dim
+        self.temporal = nn.Conv1d(1, self.filters, options["kernel_size"], padding="same")
+        self.temporal_norm = FrameLayerNorm(self.input_dim * self.filters, eps=eps)
+        self.spatial = nn.Conv1d(self.input_dim * self.filters, hidden_size, self.stride, stride=self.stride)
+        self.spatial_norm = FrameLayerNorm(hidden_size, eps=eps)
+        self.activation = ACT2FN[act]
+
+    def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        batch, length = mask.shape
+        token_mask = mask.unsqueeze(-1).to(values.dtype)
+        # Tokens back to frames: (B, L, s*D) -> (B, L*s, D); the token's frames are contiguous, in order.
+        frames = (values[..., : self.in_features] * token_mask).reshape(batch, length * self.stride, self.input_dim)
+        frame_mask = token_mask.repeat_interleave(self.stride, dim=1).transpose(1, 2)  # (B, 1, L*s)
+        # One shared bank of F temporal filters per channel: (B*D, 1, T) -> (B, D*F, T).
+        per_channel = frames.transpose(1, 2).reshape(batch * self.input_dim, 1, -1)
+        hidden = self.temporal(per_channel).reshape(batch, self.input_dim * self.filters, -1)
+        hidden = self.activation(self.temporal_norm(hidden)) * frame_mask
+        hidden = self.activation(self.spatial_norm(self.spatial(hidden)))  # (B, H, L)
+        return hidden.transpose(1, 2) * token_mask
+
+
+class PatchStem(nn.Module):
+    r"""The token's `stride x input_dim` frames as a one-channel image cut into `patch_size` patches (ViT patch
+    embedding, Dosovitskiy et al., 2021; AST on spectrograms, Gong et al., 2021):
+
+    $u_p = \mathrm{GELU}(\mathrm{LN}(W_p\,\mathrm{vec}(\text{patch}_p)))$ for each of the P patches, then $e_j = V[u_1; \dots; u_P]$.
+
+    Each token is embedded from its own frames only, so nothing crosses tokens, modalities or padding.
+    """
+
+    def __init__(self, spec: dict[str, Any], hidden_size: int, eps: float = 1e-5, act: str = "gelu"):
+        super().__init__()
+        options = stem_spec(spec)
+        self.input_dim, self.stride = spec["input_dim"], options["stride"]
+        self.in_features = self.stride * self.input_dim
+        patch = tuple(options["patch_size"])
+        num_patches = (self.stride // patch[0]) * (self.input_dim // patch[1])
+        self.patch_embedding = nn.Conv2d(1, options["filters"], patch, stride=patch)
+        self.patch_norm = nn.LayerNorm(options["filters"], eps=eps)
+        self.activation = ACT2FN[act]
+        self.projection = nn.Linear(num_patches * options["filters"], hidden_size)
+
+    def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        batch, length = mask.shape
+        images = values[..., : self.in_features].reshape(batch * length, 1, self.stride, self.input_dim)
+        patches = self.patch_embedding(images).flatten(2).transpose(1, 2)  # (B*L, P, F)
+        patches = self.activation(self.patch_norm(patches)).reshape(batch, length, -1)
+        return self.projection(patches) * mask.unsqueeze(-1).to(values.dtype)
+
+
+STEMS: dict[str, type[nn.Module]] = {"linear": LinearStem, "conv": ConvStem, "patch": PatchStem}
+
+
+def build_stem(spec: dict[str, Any], hidden_size: int, eps: float = 1e-5, act: str = "gelu") -> nn.Module:
+    """The stem a feature modality's spec asks for."""
+    stem_class = STEMS[stem_spec(spec)["type"]]
+    return stem_class(spec, hidden_size) if stem_class is LinearStem else stem_class(spec, hidden_size, eps=eps, act=act)

@@ -1,0 +1,208 @@
+"""Stems (linear / conv / patch, strided through the processor) and the content-vs-position scale of the embeddings."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import (
+    ABSOLUTE,
+    FUSIONS,
+    batch_of,
+    build_model,
+    random_samples,
+    tiny_config,
+)
+
+from modeling_posattn import (
+    PosAttnConfig,
+    PosAttnForSequenceClassification,
+    PosAttnModel,
+    PosAttnProcessor,
+)
+from modeling_posattn.stems import ConvStem, LinearStem, PatchStem
+
+CONV = {"type": "conv", "kernel_size": 5, "stride": 2, "filters": 4}
+STEMMED = {
+    "video": {"input_dim": 6, "sampling_rate": 25.0, "stem": CONV},
+    "audio": {"input_dim": 4, "sampling_rate": 100.0, "stem": {"type": "patch", "patch_size": [2, 2], "stride": 2}},
+    "text": {"vocab_size": 37, "sampling_rate": None},
+}
+
+
+def rms(tensor: torch.Tensor, mask: torch.Tensor) -> float:
+    return float(tensor[mask].pow(2).mean().sqrt())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Content vs position scale
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", [name for name in ABSOLUTE if name != "none"])
+@torch.no_grad()
+def test_content_and_every_absolute_encoding_start_at_unit_rms(encoding):
+    """At init, the content of every modality and the absolute encoding that meets it both have RMS ~1."""
+    model = build_model(absolute_position_encoding=encoding, max_position_embeddings=128)
+    batch = batch_of(random_samples())
+    positions = model.token_positions(
+        batch["input_values"], batch["input_ids"], batch["modality_ids"], None, batch["timestamps"], batch["attention_mask"]
+    )
+    embeddings = model.embeddings
+    content = embeddings.embed_content(batch["input_values"], batch["input_ids"], positions)
+    position = embeddings.encoding_norm(embeddings.position_encoding(content, positions))
+    for index in range(model.config.num_modalities):
+        selected = positions.mask & (positions.modality_ids == index)
+        assert rms(content, selected) == pytest.approx(1.0, abs=0.02), f"content of modality {index}"
+        assert rms(position, selected) == pytest.approx(1.0, abs=0.05), f"{encoding} on modality {index}"
+
+
+@torch.no_grad()
+def test_without_unit_scale_position_dwarfs_content():
+    """The imbalance the option fixes: a std-0.02 Linear on standardised features vs a sinusoid of RMS 0.71."""
+    model = build_model(absolute_position_encoding="sinusoidal", unit_scale_embeddings=False)
+    assert model.embeddings.encoding_norm is None
+    batch = batch_of(random_samples())
+    positions = model.token_positions(
+        batch["input_values"], batch["input_ids"], batch["modality_ids"], None, batch["timestamps"], batch["attention_mask"]
+    )
+    content = model.embeddings.embed_content(batch["input_values"], batch["input_ids"], positions)
+    encoding = model.embeddings.position_encoding(content, positions)
+    audio = positions.mask & (positions.modality_ids == 1)
+    assert rms(encoding, audio) == pytest.approx(2**-0.5, abs=0.01)
+    assert rms(content, audio) < 0.2
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+@torch.no_grad()
+def test_every_fusion_and_none_run_with_unit_scale(fusion):
+    for absolute in ("none", "sinusoidal"):
+        model = build_model(absolute_position_encoding=absolute, position_fusion=fusion)
+        output = model(**batch_of(random_samples()))
+        assert torch.isfinite(output.last_hidden_state).all()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Processor: strided modalities become tokens at the centres of their frames
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_processor_groups_frames_into_tokens_timed_at_their_centres():
+    modalities = {
+        "fast": {"input_dim": 2, "sampling_rate": 10.0},
+        "slow": {"input_dim": 2, "sampling_rate": 10.0, "stem": {"type": "conv", "stride": 3}},
+    }
+    frames = np.arange(14, dtype=np.float32).reshape(7, 2)
+    row = PosAttnProcessor(modalities=modalities)([{"fast": frames, "slow": frames}], return_tensors="np")
+    slow = row["modality_ids"][0] == 1
+    # 7 frames at stride 3 -> 3 tokens; the last holds one real frame and two zero frames.
+    np.testing.assert_array_equal(row["position_ids"][0][slow], [0, 1, 2])
+    np.testing.assert_allclose(row["input_values"][0][slow], [[0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11], [12, 13, 0, 0, 0, 0]])
+    # Token times: the mean time of its real frames, on the shared clock of the unstrided modality.
+    np.testing.assert_allclose(row["timestamps"][0][slow], [0.1, 0.4, 0.6], atol=1e-6)
+    np.testing.assert_allclose(row["timestamps"][0][~slow], np.arange(7) / 10, atol=1e-6)
+    config = PosAttnConfig(modalities=modalities)
+    assert config.max_feature_dim == row["input_values"].shape[-1] == 6
+    assert config.sampling_rates == [10.0, 10.0 / 3]
+
+
+def test_processor_strides_given_timestamps_too():
+    modalities = {"imu": {"input_dim": 1, "sampling_rate": 50.0, "stem": {"type": "linear", "stride": 2}}}
+    times = [0.0, 0.1, 0.5, 0.7]
+    row = PosAttnProcessor(modalities=modalities)([{"imu": np.ones((4, 1)), "timestamps": {"imu": times}}], return_tensors="np")
+    np.testing.assert_allclose(row["timestamps"][0], [0.05, 0.6], atol=1e-6)
+
+
+def test_stride_longer_than_the_sample_is_refused():
+    modalities = {"imu": {"input_dim": 1, "sampling_rate": 50.0, "stem": {"type": "conv", "stride": 4}}}
+    with pytest.raises(ValueError, match=r"Sample 1, modality 'imu': 3 frame\(s\), fewer than the stem's stride 4"):
+        PosAttnProcessor(modalities=modalities)([{"imu": np.ones((8, 1))}, {"imu": np.ones((3, 1))}])
+
+
+@pytest.mark.parametrize(
+    "stem, message",
+    [
+        ({"type": "lstm"}, "`type` one of"),
+        ({"type": "conv", "stride": 0}, "`stride` must be a positive int"),
+        ({"type": "conv", "kernel": 3}, r"unknown option\(s\) \['kernel'\]"),
+        ({"type": "patch"}, "`patch_size` must be"),
+        ({"type": "patch", "patch_size": [1, 5]}, "`patch_size` must be"),
+        ("conv", "must be a dict"),
+    ],
+)
+def test_bad_stem_specs_are_refused_naming_the_modality(stem, message):
+    with pytest.raises(ValueError, match=f"Modality 'imu': `stem`.*{message}"):
+        PosAttnConfig(modalities={"imu": {"input_dim": 6, "sampling_rate": 50.0, "stem": stem}})
+
+
+def test_stem_on_a_token_modality_is_refused():
+    with pytest.raises(ValueError, match="Modality 'text': `stem` applies to feature modalities"):
+        PosAttnConfig(modalities={"text": {"vocab_size": 9, "stem": {"type": "conv"}}})
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Model: stems see only their own modality's real frames
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def stemmed_model(**overrides):
+    torch.manual_seed(0)
+    return PosAttnModel(tiny_config(modalities=STEMMED, **overrides)).eval()
+
+
+def test_stems_are_built_from_the_spec():
+    model = stemmed_model()
+    video, audio, text = model.embeddings.content
+    assert isinstance(video, ConvStem) and video.stride == 2 and video.in_features == 12
+    assert isinstance(audio, PatchStem) and audio.in_features == 8
+    assert isinstance(text, torch.nn.Embedding)
+    assert isinstance(build_model().embeddings.content[0], LinearStem)
+
+
+@torch.no_grad()
+def test_conv_stem_output_ignores_padding_and_other_modalities():
+    """Changing padding frames or another modality's values does not change a modality's stem output, and a sample's
+    stem output in a padded batch equals its output alone: neighbours act as zero padding."""
+    model = stemmed_model()
+    samples = random_samples(lengths=((12, 9, 4), (30, 4, 0)))
+    batch = batch_of(samples, STEMMED)
+    stem, mask = model.embeddings.content[0], batch["modality_ids"].eq(0) & batch["attention_mask"].bool()
+    reference = stem(batch["input_values"], mask)
+
+    noisy = batch["input_values"].clone()
+    noisy[~mask] = torch.randn_like(noisy[~mask]) * 100  # other modalities and padding
+    torch.testing.assert_close(stem(noisy, mask), reference)
+
+    alone = batch_of([samples[1]], STEMMED)
+    alone_mask = alone["modality_ids"].eq(0) & alone["attention_mask"].bool()
+    torch.testing.assert_close(stem(alone["input_values"], alone_mask)[alone_mask], reference[1][mask[1]], atol=1e-5, rtol=1e-5)
+    assert reference[~mask].abs().max() == 0
+
+
+@torch.no_grad()
+def test_conv_stem_matches_a_plain_convolution_of_the_modality():
+    """The packed computation equals ConvTran's temporal-then-spatial convolution run on the modality's frames alone."""
+    model = stemmed_model()
+    stem = model.embeddings.content[0]
+    frames = torch.randn(9, 6)  # 9 frames -> 5 tokens at stride 2 (last zero-filled)
+    batch = batch_of([{"video": frames.numpy()}], STEMMED)
+    mask = batch["attention_mask"].bool() & batch["modality_ids"].eq(0)
+    padded = torch.cat((frames, torch.zeros(1, 6)))  # zero-filled last group
+    hidden = stem.temporal(padded.T.reshape(6, 1, -1)).reshape(1, 6 * stem.filters, -1)
+    hidden = stem.activation(stem.temporal_norm(hidden))
+    expected = stem.activation(stem.spatial_norm(stem.spatial(hidden)))[0].T
+    normalization = PosAttnProcessor(modalities=STEMMED)  # unfitted: no normalisation, values as given
+    assert not normalization.normalization
+    torch.testing.assert_close(stem(batch["input_values"], mask)[0], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_stemmed_model_trains_and_time_aligned_encodings_see_token_centres():
+    torch.manual_seed(0)
+    config = tiny_config(modalities=STEMMED, absolute_position_encoding="multiscale", relative_position_encoding="time_rope")
+    model = PosAttnForSequenceClassification(config)
+    batch = batch_of(random_samples(), STEMMED)
+    video = batch["modality_ids"][0] == 0
+    np.testing.assert_allclose(batch["timestamps"][0][video][:3].numpy(), [0.02, 0.10, 0.18], atol=1e-6)  # 25 Hz, pairs
+    loss = model(**batch, labels=torch.tensor([0, 1, 2])).loss
+    loss.backward()
+    for name in ("temporal.weight", "spatial.weight"):
+        assert model.posattn.embeddings.content[0].get_parameter(name).grad.abs().sum() > 0
+    assert model.posattn.embeddings.content[1].projection.weight.grad.abs().sum() > 0
