@@ -278,13 +278,16 @@ class PosAttnEmbeddings(nn.Module):
         modality_ids = positions.modality_ids
         weight = self.modality_embedding.weight
         content = weight.new_zeros(*modality_ids.shape, weight.shape[-1])
+        # Every modality's module runs over the whole packed sequence and zeroes what is not its own: no boolean
+        # indexing, so no data-dependent shapes (torch.compile and torch.export trace one graph) and no host sync.
         for index, module in enumerate(self.content):
             selected = (modality_ids == index) & positions.mask
             if isinstance(module, nn.Embedding):
                 if input_ids is not None:
-                    content[selected] = module(input_ids[selected])
+                    # other modalities' positions hold arbitrary ids: clamp them into the table, then drop them
+                    ids = input_ids.clamp(0, module.num_embeddings - 1)
+                    content = content + torch.where(selected[..., None], module(ids), 0.0)
             elif input_values is not None:
-                # Stems run over the whole packed sequence and zero what is not theirs: no boolean indexing.
                 content = content + module(input_values.to(weight.dtype), selected)
         if self.unit_scale:
             content = nn.functional.layer_norm(content, content.shape[-1:], eps=self.layer_norm_eps)
@@ -406,18 +409,23 @@ def resolve_token_positions(
         columns = torch.arange(input_values.shape[-1], device=device) < width.unsqueeze(-1)  # (B, L, F) used columns
         bad = ~torch.isfinite(input_values) | (input_values.abs() > MAX_FEATURE_MAGNITUDE)
         problems["feature_values"] = is_feature & (bad & columns).any(dim=-1)
-    if position_ids is not None and config.absolute_position_encoding == "learned":
-        problems["learned_table"] = mask & (position_ids >= config.max_position_embeddings)
+    checked_positions = position_ids
+    if config.absolute_position_encoding == "learned":
+        if checked_positions is None:  # derived here (and reused below) so the table's bound is one more flag
+            checked_positions = default_position_ids(token_modality, mask, num_modalities)
+        problems["learned_table"] = mask & (checked_positions >= config.max_position_embeddings)
     checks = {name: flags for name, flags in problems.items() if flags is not None}
     failed = torch.stack([flags.any() for flags in checks.values()]).tolist()  # the one host sync of the checks
     if any(failed):
         first = next(name for name, flag in zip(checks, failed) if flag)
-        raise_input_error(first, checks[first], config, modality_ids, input_ids, input_values, position_ids, width)
+        raise_input_error(first, checks[first], config, modality_ids, input_ids, input_values, checked_positions, width)
 
     modality_ids = modality_ids.masked_fill(~mask, 0)
     modality_counts = modality_one_hot(modality_ids, mask, num_modalities).sum(dim=1)  # (B, M) real tokens
     if position_ids is None:
-        position_ids = default_position_ids(modality_ids, mask, num_modalities)
+        position_ids = (
+            checked_positions if checked_positions is not None else default_position_ids(modality_ids, mask, num_modalities)
+        )
     position_ids = position_ids.long().masked_fill(~mask, 0)
     if timestamps is None:
         timestamps = default_timestamps(position_ids, modality_ids, mask, config.sampling_rates)

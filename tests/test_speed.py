@@ -149,3 +149,58 @@ def test_key_padding_mask_needs_no_host_sync(implementation):
     with torch.no_grad():
         no_mask = model(**{k: v for k, v in inputs.items() if k != "attention_mask"}).last_hidden_state
         torch.testing.assert_close(model(**inputs).last_hidden_state, no_mask, atol=1e-6, rtol=0)
+
+
+def per_modality_by_boolean_index(linears, inputs, modality_ids):
+    """The gated fusion's former formula: each modality's linear map on a boolean-index gather of its tokens."""
+    output = inputs.new_zeros(*modality_ids.shape, linears[0].out_features)
+    for index, linear in enumerate(linears):
+        selected = modality_ids == index
+        output[selected] = linear(inputs[selected])
+    return output
+
+
+@pytest.mark.parametrize("num_modalities", [1, 3])
+def test_gated_fusion_without_boolean_indexing_matches_the_former_formula(num_modalities):
+    """The stacked-and-gathered gate equals the per-modality gather/scatter one, forward and gradients."""
+    from modeling_posattn.positional_encodings import GatedFusion, select_per_modality
+
+    torch.manual_seed(0)
+    modalities = dict(list(tiny_config().modalities.items())[:num_modalities])
+    fusion = GatedFusion(tiny_config(modalities=modalities, position_fusion="gated"))
+    inputs = torch.randn(3, 11, 64, requires_grad=True)
+    modality_ids = torch.randint(0, num_modalities, (3, 11))
+    new = select_per_modality(fusion.gates, inputs, modality_ids)
+    old = per_modality_by_boolean_index(fusion.gates, inputs, modality_ids)
+    torch.testing.assert_close(new, old, atol=1e-6, rtol=1e-6)
+    new_grads = torch.autograd.grad(new.square().sum(), [inputs, *fusion.parameters()])
+    old_grads = torch.autograd.grad(old.square().sum(), [inputs, *fusion.parameters()])
+    for a, b in zip(new_grads, old_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_forward_has_no_boolean_indexing(monkeypatch):
+    """Token embeddings and the gated fusion never index with a boolean mask: data-dependent shapes break graphs."""
+    model = build_model(position_fusion="gated", absolute_position_encoding="learned", max_position_embeddings=128)
+    inputs = batch_of(random_samples())
+    expected = model(**inputs).last_hidden_state
+    original = torch.Tensor.__getitem__
+
+    def no_bool_index(self, index):
+        parts = index if isinstance(index, tuple) else (index,)
+        assert not any(isinstance(p, torch.Tensor) and p.dtype == torch.bool for p in parts), "boolean indexing"
+        return original(self, index)
+
+    monkeypatch.setattr(torch.Tensor, "__getitem__", no_bool_index)
+    torch.testing.assert_close(model(**inputs).last_hidden_state, expected, atol=0, rtol=0)
+
+
+@torch.no_grad()
+def test_learned_table_bound_is_checked_without_position_ids():
+    """Derived positions past the `learned` table are refused by the entry validation too (not by the encoding)."""
+    model = build_model(absolute_position_encoding="learned", max_position_embeddings=16)
+    inputs = batch_of(random_samples(lengths=((20, 4, 3),)))
+    del inputs["position_ids"]
+    with pytest.raises(ValueError, match="Modality 'audio': 20 tokens exceed the `learned` position table"):
+        model(**inputs)
