@@ -17,7 +17,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.processing_utils import Unpack
-from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
+from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple, is_torchdynamo_compiling
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_posattn import MAX_FEATURE_MAGNITUDE, PosAttnConfig
@@ -414,11 +414,16 @@ def resolve_token_positions(
         if checked_positions is None:  # derived here (and reused below) so the table's bound is one more flag
             checked_positions = default_position_ids(token_modality, mask, num_modalities)
         problems["learned_table"] = mask & (checked_positions >= config.max_position_embeddings)
-    checks = {name: flags for name, flags in problems.items() if flags is not None}
-    failed = torch.stack([flags.any() for flags in checks.values()]).tolist()  # the one host sync of the checks
-    if any(failed):
-        first = next(name for name, flag in zip(checks, failed) if flag)
-        raise_input_error(first, checks[first], config, modality_ids, input_ids, input_values, checked_positions, width)
+    # Under torch.compile / torch.export the value checks are skipped, as transformers models skip theirs with
+    # `is_torchdynamo_compiling()`: their host sync would split the graph (and cannot be exported). Validate at the
+    # boundary instead, eagerly: `model.validate_inputs(**batch)` (or the processor's output, which is valid by
+    # construction). Shapes and dtypes above are still checked while tracing.
+    if not values_checks_skipped():
+        checks = {name: flags for name, flags in problems.items() if flags is not None}
+        failed = torch.stack([flags.any() for flags in checks.values()]).tolist()  # the one host sync of the checks
+        if any(failed):
+            first = next(name for name, flag in zip(checks, failed) if flag)
+            raise_input_error(first, checks[first], config, modality_ids, input_ids, input_values, checked_positions, width)
 
     modality_ids = modality_ids.masked_fill(~mask, 0)
     modality_counts = modality_one_hot(modality_ids, mask, num_modalities).sum(dim=1)  # (B, M) real tokens
@@ -434,6 +439,12 @@ def resolve_token_positions(
     timestamps = (times - start).masked_fill(~mask, 0.0).float()
     lengths = modality_counts.gather(1, modality_ids)
     return TokenPositions(position_ids, timestamps, modality_ids, mask, lengths)
+
+
+def values_checks_skipped() -> bool:
+    """True while torch.compile or torch.export traces the model: checks on tensor values (a host sync each) are left to
+    an eager call at the boundary (`PosAttnPreTrainedModel.validate_inputs`)."""
+    return is_torchdynamo_compiling() or torch.compiler.is_exporting()
 
 
 def features_as_float(input_values: torch.Tensor | None) -> torch.Tensor | None:
@@ -530,6 +541,26 @@ class PosAttnPreTrainedModel(PreTrainedModel):
         )
 
     @torch.no_grad()
+    @torch.no_grad()
+    def validate_inputs(
+        self,
+        input_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        modality_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        timestamps: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ) -> None:
+        """The entry checks of `forward`, run eagerly, with the same errors (one host sync). An eager forward runs them
+        itself; a model under `torch.compile` or `torch.export` checks shapes and dtypes only (value checks would
+        break the graph), so call this on a batch before handing it to a compiled or exported model, e.g.
+        `model.validate_inputs(**batch); compiled(**batch)`."""
+        resolve_token_positions(self.config, input_values, input_ids, modality_ids, position_ids, timestamps, attention_mask)
+        if labels is not None and isinstance(self, PosAttnForSequenceClassification):
+            validate_labels(labels, self.problem_type, self.num_labels)
+
     def _init_weights(self, module: nn.Module):
         super()._init_weights(module)
         if hasattr(module, "initial_buffers"):
@@ -800,7 +831,7 @@ def validate_labels(labels: torch.Tensor, problem_type: str, num_labels: int) ->
         if labels.dim() != 1:
             raise ValueError(f"Single-label `labels` must be (batch,) class ids, got shape {tuple(labels.shape)}.")
         bad = ((labels < 0) | (labels >= num_labels)) & (labels != IGNORE_INDEX)
-        if bool(bad.any()):
+        if not values_checks_skipped() and bool(bad.any()):
             index = int(bad.nonzero()[0, 0])
             raise ValueError(
                 f"`labels` must be class ids in [0, {num_labels}) (num_labels={num_labels}), got {int(labels[index])} "
@@ -816,6 +847,8 @@ def validate_labels(labels: torch.Tensor, problem_type: str, num_labels: int) ->
             f"got {tuple(labels.shape)}."
         )
     labels = labels.float() if not labels.is_floating_point() else labels
+    if values_checks_skipped():  # value checks need a host sync: done eagerly at the boundary (see above)
+        return labels
     if problem_type == "regression":
         if not bool(torch.isfinite(labels).all()):
             raise ValueError("Regression `labels` hold NaN or Inf.")

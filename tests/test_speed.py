@@ -204,3 +204,68 @@ def test_learned_table_bound_is_checked_without_position_ids():
     del inputs["position_ids"]
     with pytest.raises(ValueError, match="Modality 'audio': 20 tokens exceed the `learned` position table"):
         model(**inputs)
+
+
+KERNEL_FRIENDLY = [
+    dict(absolute_position_encoding="sinusoidal", relative_position_encoding="none"),
+    dict(absolute_position_encoding="multiscale", relative_position_encoding="time_rope", position_fusion="gated"),
+]
+
+
+@pytest.mark.parametrize("encoding", KERNEL_FRIENDLY, ids=lambda e: e["absolute_position_encoding"])
+def test_compile_has_no_graph_breaks(encoding):
+    """The classification model traces as one graph, in inference and in training with labels (the value checks that
+    sync with the host are skipped while tracing; `validate_inputs` runs them eagerly)."""
+    from modeling_posattn import PosAttnForSequenceClassification
+
+    model = build_model(PosAttnForSequenceClassification, **encoding)
+    inputs = batch_of(random_samples())
+    torch._dynamo.reset()
+    with torch.no_grad():
+        assert torch._dynamo.explain(model)(**inputs).graph_break_count == 0
+    model.train()
+    inputs["labels"] = torch.tensor([0, 1, 2])
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(lambda **batch: model(**batch).loss.backward())(**inputs)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager_and_does_not_recompile_per_length():
+    """`torch.compile(fullgraph=True, dynamic=True)`: one graph for every batch size and length, same loss and
+    gradients as eager (aot_eager backend: the autograd graph without the slow C++ build of inductor)."""
+    from torch._dynamo.utils import counters
+
+    from modeling_posattn import PosAttnForSequenceClassification
+
+    model = build_model(PosAttnForSequenceClassification, **KERNEL_FRIENDLY[1]).train()
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(model, fullgraph=True, dynamic=True, backend="aot_eager")
+    for lengths in (((40, 10, 5), (17, 3, 0), (80, 20, 9)), ((5, 2, 1),) * 4):
+        inputs = batch_of(random_samples(lengths=lengths))
+        inputs["labels"] = torch.zeros(len(lengths), dtype=torch.long)
+        model.validate_inputs(**inputs)
+        grads = []
+        for run in (compiled, model):
+            model.zero_grad()
+            loss = run(**inputs).loss
+            loss.backward()
+            grads.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+        torch.testing.assert_close(grads[0][0], grads[1][0], atol=1e-6, rtol=1e-6)
+        for a, b in zip(grads[0][1], grads[1][1]):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert counters["stats"]["unique_graphs"] == 1
+
+
+def test_validate_inputs_raises_the_forward_errors():
+    from modeling_posattn import PosAttnForSequenceClassification
+
+    model = build_model(PosAttnForSequenceClassification)
+    inputs = batch_of(random_samples())
+    model.validate_inputs(**inputs, labels=torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"class ids in \[0, 3\)"):
+        model.validate_inputs(**inputs, labels=torch.tensor([0, 1, 7]))
+    inputs["input_values"][0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="Modality '.*NaN or Inf"):
+        model.validate_inputs(**inputs)
