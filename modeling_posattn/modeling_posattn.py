@@ -17,7 +17,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.processing_utils import Unpack
-from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
+from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple, is_torchdynamo_compiling
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_posattn import MAX_FEATURE_MAGNITUDE, PosAttnConfig
@@ -278,13 +278,16 @@ class PosAttnEmbeddings(nn.Module):
         modality_ids = positions.modality_ids
         weight = self.modality_embedding.weight
         content = weight.new_zeros(*modality_ids.shape, weight.shape[-1])
+        # Every modality's module runs over the whole packed sequence and zeroes what is not its own: no boolean
+        # indexing, so no data-dependent shapes (torch.compile and torch.export trace one graph) and no host sync.
         for index, module in enumerate(self.content):
             selected = (modality_ids == index) & positions.mask
             if isinstance(module, nn.Embedding):
                 if input_ids is not None:
-                    content[selected] = module(input_ids[selected])
+                    # other modalities' positions hold arbitrary ids: clamp them into the table, then drop them
+                    ids = input_ids.clamp(0, module.num_embeddings - 1)
+                    content = content + torch.where(selected[..., None], module(ids), 0.0)
             elif input_values is not None:
-                # Stems run over the whole packed sequence and zero what is not theirs: no boolean indexing.
                 content = content + module(input_values.to(weight.dtype), selected)
         if self.unit_scale:
             content = nn.functional.layer_norm(content, content.shape[-1:], eps=self.layer_norm_eps)
@@ -406,18 +409,28 @@ def resolve_token_positions(
         columns = torch.arange(input_values.shape[-1], device=device) < width.unsqueeze(-1)  # (B, L, F) used columns
         bad = ~torch.isfinite(input_values) | (input_values.abs() > MAX_FEATURE_MAGNITUDE)
         problems["feature_values"] = is_feature & (bad & columns).any(dim=-1)
-    if position_ids is not None and config.absolute_position_encoding == "learned":
-        problems["learned_table"] = mask & (position_ids >= config.max_position_embeddings)
-    checks = {name: flags for name, flags in problems.items() if flags is not None}
-    failed = torch.stack([flags.any() for flags in checks.values()]).tolist()  # the one host sync of the checks
-    if any(failed):
-        first = next(name for name, flag in zip(checks, failed) if flag)
-        raise_input_error(first, checks[first], config, modality_ids, input_ids, input_values, position_ids, width)
+    checked_positions = position_ids
+    if config.absolute_position_encoding == "learned":
+        if checked_positions is None:  # derived here (and reused below) so the table's bound is one more flag
+            checked_positions = default_position_ids(token_modality, mask, num_modalities)
+        problems["learned_table"] = mask & (checked_positions >= config.max_position_embeddings)
+    # Under torch.compile / torch.export the value checks are skipped, as transformers models skip theirs with
+    # `is_torchdynamo_compiling()`: their host sync would split the graph (and cannot be exported). Validate at the
+    # boundary instead, eagerly: `model.validate_inputs(**batch)` (or the processor's output, which is valid by
+    # construction). Shapes and dtypes above are still checked while tracing.
+    if not values_checks_skipped():
+        checks = {name: flags for name, flags in problems.items() if flags is not None}
+        failed = torch.stack([flags.any() for flags in checks.values()]).tolist()  # the one host sync of the checks
+        if any(failed):
+            first = next(name for name, flag in zip(checks, failed) if flag)
+            raise_input_error(first, checks[first], config, modality_ids, input_ids, input_values, checked_positions, width)
 
     modality_ids = modality_ids.masked_fill(~mask, 0)
     modality_counts = modality_one_hot(modality_ids, mask, num_modalities).sum(dim=1)  # (B, M) real tokens
     if position_ids is None:
-        position_ids = default_position_ids(modality_ids, mask, num_modalities)
+        position_ids = (
+            checked_positions if checked_positions is not None else default_position_ids(modality_ids, mask, num_modalities)
+        )
     position_ids = position_ids.long().masked_fill(~mask, 0)
     if timestamps is None:
         timestamps = default_timestamps(position_ids, modality_ids, mask, config.sampling_rates)
@@ -426,6 +439,12 @@ def resolve_token_positions(
     timestamps = (times - start).masked_fill(~mask, 0.0).float()
     lengths = modality_counts.gather(1, modality_ids)
     return TokenPositions(position_ids, timestamps, modality_ids, mask, lengths)
+
+
+def values_checks_skipped() -> bool:
+    """True while torch.compile or torch.export traces the model: checks on tensor values (a host sync each) are left to
+    an eager call at the boundary (`PosAttnPreTrainedModel.validate_inputs`)."""
+    return is_torchdynamo_compiling() or torch.compiler.is_exporting()
 
 
 def features_as_float(input_values: torch.Tensor | None) -> torch.Tensor | None:
@@ -522,6 +541,26 @@ class PosAttnPreTrainedModel(PreTrainedModel):
         )
 
     @torch.no_grad()
+    @torch.no_grad()
+    def validate_inputs(
+        self,
+        input_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        modality_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        timestamps: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ) -> None:
+        """The entry checks of `forward`, run eagerly, with the same errors (one host sync). An eager forward runs them
+        itself; a model under `torch.compile` or `torch.export` checks shapes and dtypes only (value checks would
+        break the graph), so call this on a batch before handing it to a compiled or exported model, e.g.
+        `model.validate_inputs(**batch); compiled(**batch)`."""
+        resolve_token_positions(self.config, input_values, input_ids, modality_ids, position_ids, timestamps, attention_mask)
+        if labels is not None and isinstance(self, PosAttnForSequenceClassification):
+            validate_labels(labels, self.problem_type, self.num_labels)
+
     def _init_weights(self, module: nn.Module):
         super()._init_weights(module)
         if hasattr(module, "initial_buffers"):
@@ -792,7 +831,7 @@ def validate_labels(labels: torch.Tensor, problem_type: str, num_labels: int) ->
         if labels.dim() != 1:
             raise ValueError(f"Single-label `labels` must be (batch,) class ids, got shape {tuple(labels.shape)}.")
         bad = ((labels < 0) | (labels >= num_labels)) & (labels != IGNORE_INDEX)
-        if bool(bad.any()):
+        if not values_checks_skipped() and bool(bad.any()):
             index = int(bad.nonzero()[0, 0])
             raise ValueError(
                 f"`labels` must be class ids in [0, {num_labels}) (num_labels={num_labels}), got {int(labels[index])} "
@@ -808,6 +847,8 @@ def validate_labels(labels: torch.Tensor, problem_type: str, num_labels: int) ->
             f"got {tuple(labels.shape)}."
         )
     labels = labels.float() if not labels.is_floating_point() else labels
+    if values_checks_skipped():  # value checks need a host sync: done eagerly at the boundary (see above)
+        return labels
     if problem_type == "regression":
         if not bool(torch.isfinite(labels).all()):
             raise ValueError("Regression `labels` hold NaN or Inf.")

@@ -117,15 +117,8 @@ class LearnedPositionEncoding(nn.Module):
         self.table = nn.Embedding(config.num_modalities * self.max_positions, config.hidden_size)
 
     def forward(self, content: torch.Tensor, positions: TokenPositions) -> torch.Tensor:
-        too_long = (positions.position_ids >= self.max_positions) & positions.mask
-        if too_long.any():
-            modality = self.modality_names[int(positions.modality_ids[too_long][0])]
-            longest = int(positions.position_ids[too_long].max()) + 1
-            raise ValueError(
-                f"Modality '{modality}': {longest} tokens exceed the `learned` position table "
-                f"(max_position_embeddings={self.max_positions}). Truncate with the processor's `max_tokens`, "
-                "raise `max_position_embeddings`, or use an encoding without a maximum length."
-            )
+        # Indices past the table are refused by the entry validation (`resolve_token_positions`, one sync per batch);
+        # the clamp only keeps a traced graph (torch.compile / export, where validation is skipped) in bounds.
         index = positions.modality_ids * self.max_positions + positions.position_ids.clamp_max(self.max_positions - 1)
         return self.table(index)
 
@@ -263,20 +256,29 @@ class GatedFusion(nn.Module):
         self.gates = nn.ModuleList(nn.Linear(2 * config.hidden_size, config.hidden_size) for _ in config.modality_names)
 
     def forward(self, content: torch.Tensor, encoding: torch.Tensor, modality_ids: torch.Tensor) -> torch.Tensor:
-        gate_logits = apply_per_modality(self.gates, torch.cat((content, encoding), dim=-1), modality_ids, content.shape[-1])
+        gate_logits = select_per_modality(self.gates, torch.cat((content, encoding), dim=-1), modality_ids)
         return content + torch.sigmoid(gate_logits) * encoding
 
 
 POSITION_FUSIONS: dict[str, type[nn.Module]] = {"add": AddFusion, "concat": ConcatFusion, "gated": GatedFusion}
 
 
-def apply_per_modality(modules: nn.ModuleList, inputs: torch.Tensor, modality_ids: torch.Tensor, out_dim: int) -> torch.Tensor:
-    """Run `modules[m]` on the tokens of modality `m`: one call per modality, none per token."""
-    output = inputs.new_zeros(*modality_ids.shape, out_dim)
-    for index, module in enumerate(modules):
-        selected = modality_ids == index
-        output[selected] = module(inputs[selected]).to(output.dtype)
-    return output
+def select_per_modality(linears: nn.ModuleList, inputs: torch.Tensor, modality_ids: torch.Tensor) -> torch.Tensor:
+    """`linears[m](inputs)` at every token of modality `m`, as one batched computation: the M linear maps stacked into
+    one `(M * out, in)` matrix, applied to every token, and each token's own block picked by `torch.gather`.
+
+    It costs M times the FLOPs of the per-modality calls, but has no boolean indexing (no data-dependent shapes, no host
+    sync, no gather/scatter copies of the tokens): one graph for torch.compile and torch.export. M is the number of
+    modalities (a handful); gathering a `(2H, H)` matrix per token instead would need L x 2H x H memory.
+    """
+    if len(linears) == 1:
+        return linears[0](inputs)
+    weight = torch.cat([linear.weight for linear in linears])
+    bias = torch.cat([linear.bias for linear in linears])
+    out_dim = linears[0].out_features
+    every = nn.functional.linear(inputs, weight, bias).unflatten(-1, (len(linears), out_dim))  # (B, L, M, out)
+    index = modality_ids.clamp(0, len(linears) - 1)[..., None, None].expand(*modality_ids.shape, 1, out_dim)
+    return every.gather(-2, index).squeeze(-2)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
