@@ -40,7 +40,10 @@ from modeling_posattn.toolkit.card_validation import validate_model_card
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIR = REPO_ROOT / "modeling_posattn"
-MODEL_CODE = {"configuration_posattn.py", "modeling_posattn.py", "positional_encodings.py", "masking_posattn.py", "stems.py"}
+MODEL_CODE = {
+    "configuration_posattn.py", "modeling_posattn.py", "positional_encodings.py", "masking_posattn.py", "stems.py",
+    "validation_posattn.py",
+}
 PROCESSOR_CODE = {"processing_posattn.py", "configuration_posattn.py", "stems.py"}
 MODEL_AUTO_MAP = {
     "AutoConfig": "configuration_posattn.PosAttnConfig",
