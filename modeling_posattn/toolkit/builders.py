@@ -79,8 +79,9 @@ def encode_splits(
     """Map every split through the processor (`padding=False`): packed rows for `DataCollatorWithPadding(processor)`.
 
     The splits come back numpy-formatted in their stored dtypes (`with_format("numpy", dtype=None)`: float64
-    timestamps stay float64): a row's `input_values` is one `(tokens, features)` array, not nested Python lists that
-    the collator would rebuild element by element (15-20% of a training step at 64-d features, issue 13). Each row
+    timestamps stay float64), `input_values` stored as an `Array2D((None, feature_dim))`: a row's `input_values` is one
+    `(tokens, features)` array, not nested Python lists that the collator would rebuild element by element (15-20% of a
+    training step at 64-d features, issue 13). Each row
     also carries its packed `length` (transformers' default `length_column_name`), which
     `train_sampling_strategy="group_by_length"` reads when `remove_unused_columns=False`; with the default `True`
     Trainer drops it before building the sampler, which then measures `modality_ids`, the processor's first model
@@ -95,10 +96,15 @@ def encode_splits(
             raw_columns = [c for c in raw_columns if c not in unknown]
 
         def encode(split=split, raw_columns=raw_columns, name=name):
-            return split.map(
+            rows = split.map(
                 encode_batch, batched=True, fn_kwargs={"processor": processor}, remove_columns=raw_columns,
                 num_proc=num_proc, desc=f"Encoding {name}",
-            ).with_format("numpy", dtype=None)
+            )
+            if "input_values" in rows.column_names:
+                # Stored as a (tokens, features) array column: Arrow hands it to numpy in one piece, where nested
+                # lists are converted row by row (about 10x slower to fetch, measured in docs/speed_notes.md).
+                rows = rows.cast_column("input_values", datasets.Array2D((None, processor.feature_dim), "float32"))
+            return rows.with_format("numpy", dtype=None)
 
         if training_args is not None:
             with training_args.main_process_first(desc=f"encoding {name}"):
