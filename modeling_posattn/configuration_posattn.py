@@ -259,7 +259,12 @@ class PosAttnConfig(PreTrainedConfig):
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs):
         """A saved config must say its modalities' order: `config.json` stores dict keys sorted, so without
-        `modality_names` the order that indexes the model's per-modality weights would silently become alphabetical."""
+        `modality_names` the order that indexes the model's per-modality weights would silently become alphabetical.
+
+        A saved config without `unit_scale_embeddings` predates that option: it loads with the option off, so an older
+        checkpoint keeps computing what it was trained to compute (new configs default to on)."""
+        if "unit_scale_embeddings" not in config_dict and "unit_scale_embeddings" not in kwargs:
+            config_dict = {**config_dict, "unit_scale_embeddings": False}
         modalities = config_dict.get("modalities") or {}
         if isinstance(modalities, dict) and len(modalities) > 1 and "modality_names" not in {**config_dict, **kwargs}:
             raise ValueError(

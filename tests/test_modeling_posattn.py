@@ -229,3 +229,17 @@ def test_modalities_spec_is_kept(tmp_path):
     config = tiny_config()
     config.save_pretrained(tmp_path)
     assert PosAttnConfig.from_pretrained(tmp_path).modalities == MODALITIES
+
+
+def test_a_saved_config_from_before_unit_scale_loads_without_it(tmp_path):
+    """Checkpoints saved before `unit_scale_embeddings` existed keep their computation; new configs default to it."""
+    import json
+
+    config = PosAttnConfig(modalities={"audio": {"input_dim": 4, "sampling_rate": 100.0}})
+    assert config.unit_scale_embeddings
+    config.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert PosAttnConfig.from_pretrained(tmp_path).unit_scale_embeddings
+    saved.pop("unit_scale_embeddings")
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert not PosAttnConfig.from_pretrained(tmp_path).unit_scale_embeddings
