@@ -356,7 +356,6 @@ class PosAttnPreTrainedModel(PreTrainedModel):
         )
 
     @torch.no_grad()
-    @torch.no_grad()
     def validate_inputs(
         self,
         input_values: torch.Tensor | None = None,
@@ -376,6 +375,7 @@ class PosAttnPreTrainedModel(PreTrainedModel):
         if labels is not None and isinstance(self, PosAttnForSequenceClassification):
             validate_labels(labels, self.problem_type, self.num_labels)
 
+    @torch.no_grad()
     def _init_weights(self, module: nn.Module):
         super()._init_weights(module)
         if hasattr(module, "initial_buffers"):

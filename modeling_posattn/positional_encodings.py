@@ -462,7 +462,10 @@ class RelativeTimeBias(nn.Module):
     def score(self, time_delta: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
         # (2 D + 1, heads) biases, one row per clamped signed distance: a small gather, then one int32 index per pair
         biases = self.relative_attention_bias(self.bucket_table)
-        return biases[self.table_index(time_delta), head]
+        index = self.table_index(time_delta)
+        if torch.compiler.is_exporting():  # ONNX Runtime rejects an int32 index next to the int64 head index
+            index = index.long()
+        return biases[index, head]
 
 
 RELATIVE_POSITION_ENCODINGS: dict[str, type[nn.Module] | None] = {

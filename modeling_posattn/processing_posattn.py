@@ -42,7 +42,9 @@ class PosAttnProcessor(FeatureExtractionMixin):
             warning.
     """
 
-    model_input_names = ["input_values", "input_ids", "modality_ids", "position_ids", "timestamps", "attention_mask"]
+    # `modality_ids` first: it is the one input every packed row has (a token-only dataset has no `input_values`), and
+    # Trainer's `group_by_length` measures rows by `model_input_names[0]` when no length column reaches it.
+    model_input_names = ["modality_ids", "input_values", "input_ids", "position_ids", "timestamps", "attention_mask"]
 
     def __init__(
         self,

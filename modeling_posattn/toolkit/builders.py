@@ -76,7 +76,17 @@ def encode_splits(
     splits: dict[str, datasets.Dataset], processor: PosAttnProcessor, training_args: TrainingArguments | None = None,
     num_proc: int | None = None,
 ) -> dict[str, datasets.Dataset]:
-    """Map every split through the processor (`padding=False`): packed rows for `DataCollatorWithPadding(processor)`."""
+    """Map every split through the processor (`padding=False`): packed rows for `DataCollatorWithPadding(processor)`.
+
+    The splits come back numpy-formatted in their stored dtypes (`with_format("numpy", dtype=None)`: float64
+    timestamps stay float64), `input_values` stored as an `Array2D((None, feature_dim))`: a row's `input_values` is one
+    `(tokens, features)` array, not nested Python lists that the collator would rebuild element by element (15-20% of a
+    training step at 64-d features, issue 13). Each row
+    also carries its packed `length` (transformers' default `length_column_name`), which
+    `train_sampling_strategy="group_by_length"` reads when `remove_unused_columns=False`; with the default `True`
+    Trainer drops it before building the sampler, which then measures `modality_ids`, the processor's first model
+    input, present in every packed row.
+    """
     encoded = {}
     for name, split in splits.items():
         raw_columns = [column for column in split.column_names if column != "labels"]
@@ -86,10 +96,15 @@ def encode_splits(
             raw_columns = [c for c in raw_columns if c not in unknown]
 
         def encode(split=split, raw_columns=raw_columns, name=name):
-            return split.map(
-                processor, batched=True, fn_kwargs={"padding": False}, remove_columns=raw_columns, num_proc=num_proc,
-                desc=f"Encoding {name}",
+            rows = split.map(
+                encode_batch, batched=True, fn_kwargs={"processor": processor}, remove_columns=raw_columns,
+                num_proc=num_proc, desc=f"Encoding {name}",
             )
+            if "input_values" in rows.column_names:
+                # Stored as a (tokens, features) array column: Arrow hands it to numpy in one piece, where nested
+                # lists are converted row by row (about 10x slower to fetch, measured in docs/speed_notes.md).
+                rows = rows.cast_column("input_values", datasets.Array2D((None, processor.feature_dim), "float32"))
+            return rows.with_format("numpy", dtype=None)
 
         if training_args is not None:
             with training_args.main_process_first(desc=f"encoding {name}"):
@@ -97,6 +112,13 @@ def encode_splits(
         else:
             encoded[name] = encode()
     return encoded
+
+
+def encode_batch(batch: dict[str, list], processor: PosAttnProcessor) -> dict[str, list]:
+    """Packed, unpadded rows of a batch of raw samples, with each row's packed length (`length`)."""
+    rows = dict(processor(batch, padding=False))
+    rows["length"] = [len(modality_ids) for modality_ids in rows["modality_ids"]]
+    return rows
 
 
 def config_fields(model_args: ModelArguments) -> dict:
