@@ -21,12 +21,12 @@ import time
 from typing import Any
 
 import torch
-from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, set_seed
+from transformers import DataCollatorWithPadding, Trainer, set_seed
 
 from .builders import build_processor, build_pretraining_model, encode_splits
 from .card_writer import recipe_summary
 from .data_sources import dataset_slug, load_data, prepare_splits
-from .run import guard_output_dir, keep_global_batch, setup_logging
+from .run import early_stopping, guard_output_dir, keep_global_batch, setup_logging
 
 logger = logging.getLogger("modeling_posattn.toolkit.pretrain")
 
@@ -135,9 +135,6 @@ def run_pretraining(
     model = build_pretraining_model(data, model_args)
     logger.info("Pretraining %s parameters on %s: mask %s, ratio %g, span %d", f"{model.num_parameters():,}",
                 data_args.dataset_name, model.config.mask_mode, model.config.mask_ratio, model.config.mask_span_length)
-    callbacks = []
-    if training_args.early_stopping_patience and "validation" in encoded:
-        callbacks.append(EarlyStoppingCallback(training_args.early_stopping_patience, training_args.early_stopping_threshold))
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -145,7 +142,7 @@ def run_pretraining(
         eval_dataset=encoded.get("validation"),
         processing_class=processor,
         data_collator=DataCollatorWithPadding(processor),
-        callbacks=callbacks,
+        callbacks=early_stopping(training_args, "validation" in encoded),
     )
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()

@@ -104,6 +104,13 @@ def guard_output_dir(training_args: PosAttnTrainingArguments) -> None:
             (output_dir / name).unlink(missing_ok=True)
 
 
+def early_stopping(training_args: PosAttnTrainingArguments, has_validation: bool) -> list[EarlyStoppingCallback]:
+    """Trainer's early stopping when asked for and there is a validation split to stop on."""
+    if not (training_args.early_stopping_patience and has_validation):
+        return []
+    return [EarlyStoppingCallback(training_args.early_stopping_patience, training_args.early_stopping_threshold)]
+
+
 def _parse_if_needed(model_args, data_args, training_args, argv, overrides):
     given = [model_args is not None, data_args is not None, training_args is not None]
     if any(given) and (not all(given) or argv is not None or overrides):
@@ -178,8 +185,7 @@ def run_training(
         if training_args.load_best_model_at_end:
             raise ValueError("--weight_averaging_decay ends training with the averaged weights: set --load_best_model_at_end false.")
         callbacks.append(WeightAveragingCallback(training_args.weight_averaging_decay))
-    if training_args.early_stopping_patience and "validation" in encoded:
-        callbacks.append(EarlyStoppingCallback(training_args.early_stopping_patience, training_args.early_stopping_threshold))
+    callbacks.extend(early_stopping(training_args, "validation" in encoded))
     trainer = Trainer(
         model=model,
         args=training_args,
