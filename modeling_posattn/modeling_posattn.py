@@ -21,7 +21,7 @@ from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_posattn import PosAttnConfig
 from .masking_posattn import compute_mask_positions
-from .stems import build_stem
+from .stems import build_stem, token_feature_dim
 from .validation_posattn import (  # noqa: F401  (re-exported: the model's input checks live there)
     DENSE_ATTENTION_MAX_BYTES,
     IGNORE_INDEX,
@@ -610,8 +610,8 @@ class PosAttnForPreTrainingOutput(ModelOutput):
     masked_token_counts (`torch.LongTensor` of shape `(num_modalities,)`):
         Masked real tokens of each modality in the batch: what each loss averages over.
     reconstruction (`torch.FloatTensor` of shape `(batch_size, sequence_length, max_feature_dim)`):
-        Every token's predicted (normalised) features, packed like `input_values` (its modality's `input_dim` first
-        columns, zeros after); zeros at token-modality positions. None without a feature modality.
+        Every token's predicted (normalised) features, packed like `input_values` (its modality's `stride * input_dim`
+        first columns, zeros after); zeros at token-modality positions. None without a feature modality.
     prediction_logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, max_vocab_size)`):
         Every token's logits over its token modality's vocabulary (the dtype's minimum past it). None without a
         token modality.
@@ -652,7 +652,8 @@ class PosAttnForPreTraining(PosAttnPreTrainedModel):
         super().__init__(config)
         self.posattn = PosAttnModel(config, add_mask_embedding=True)
         self.prediction_heads = nn.ModuleList(
-            nn.Linear(config.hidden_size, spec.get("input_dim") or spec["vocab_size"])
+            # A strided stem packs `stride` frames into a token: the head predicts all of them, not just the first.
+            nn.Linear(config.hidden_size, token_feature_dim(spec) or spec["vocab_size"])
             for spec in map(config.modality_spec, config.modality_names)
         )
         self.post_init()

@@ -1,27 +1,30 @@
 #!/usr/bin/env python
-"""Ablation: a grid of positional encodings x fusion x seeds on a dataset recipe, with a paired test against a baseline.
+"""Ablation: a grid of positional encodings x seeds, each trained with one `posattn-train` recipe left unchanged, with
+paired tests against a baseline and Holm's correction for the many comparisons.
 
-    python scripts/ablate.py --recipe configuration/ablation_natops.json
-    python scripts/ablate.py --recipe configuration/ablation_natops_multirate.json --seeds 5 --jobs 2
-    python scripts/ablate.py --recipe configuration/ablation_av_digits.json --seeds 3
+    python scripts/ablate.py --study configuration/ablation_natops.json --jobs 2
+    python scripts/ablate.py --study configuration/ablation_natops_multirate.json --seeds 5 --jobs 2
+    python scripts/ablate.py --study configuration/ablation_natops.json --seeds 10 --only dynamic sinusoidal --resume
+
+A study file names a training recipe (`"recipe": "uea"`: `configuration/uea.json`, or a path) and the grid. Every
+(configuration, seed) is exactly `posattn-train --config RECIPE --seed S` with the configuration's three encoding
+fields set (absolute, default `sinusoidal`; relative, default `none`; fusion, default `add`), plus the study's shared
+`arguments` (e.g. another dataset) and the entry's own `arguments`: everything else (model, stem, augmentation, weight
+averaging, budget, the test split scored once at the end) is the recipe's, the same for every encoding.
 
 Writes into `--output-dir` (default `docs/results/<study>`):
 - `runs.csv`: one row per (configuration, seed): the test metric, the final training loss, the wall time;
-- `summary.md`: mean +- std per configuration, and a paired t-test (over seeds) of each against the recipe's baseline,
-  with the caption stating the shared tuning budget;
+- `summary.md`: mean ± std per configuration, the paired difference to the baseline over seeds with its 95% CI, the
+  raw two-sided paired t-test p and Holm's step-down adjusted p over all the study's comparisons;
 - `summary.png`: every seed's score per configuration, with the mean;
-- `summary.json`: the same numbers, the recipe, the machine and the wall time.
+- `summary.json`: the same numbers, the study, the machine and the wall time.
+The trained runs (weights, logs) go to `--runs-dir` (default `outputs/ablation/<study>`), never into docs.
 
-Every configuration gets the same budget: the recipe's single training setup (epochs, learning rate, schedule, model
-size), chosen once for all, no per-configuration tuning; each (configuration, seed) trains once and is scored on the
-test split at the end of training (no checkpoint selection on the test split). Seeds set the initialisation, dropout and
-data order; seed s of every configuration shares the data order, which is what the paired test pairs.
+Seeds are 1..N, the seeds `posattn-train --seed 1,2,...` uses, so the recipe's own configuration reproduces its
+`--seed` runs. Seed s sets the initialisation, dropout, augmentation draws and data order of every configuration alike:
+the paired test pairs them.
 
-The recipe's `dataset` block names any dataset `posattn-train` reads (`name`: a built-in loader, a local file or a
-save_to_disk folder; `options`; `modalities` for non-built-in data). A grid entry holds encoding settings, and optionally `name`, `model: "seed_reference"`, `model_overrides` (other config
-fields) and `dataset_options` (merged into the recipe's loader options).
-
-A recipe may ask for follow-up configurations chosen from the first stage's results (`"expand"`):
+A study may ask for follow-up configurations chosen from the first stage's results (`"expand"`):
 `best_absolute_fusions: k` reruns the k best absolute encodings (under `add`) with `concat` and `gated`;
 `best_combination: true` adds the best absolute with the best relative encoding.
 """
@@ -39,93 +42,66 @@ from pathlib import Path
 
 import numpy as np
 
-ENCODING_KEYS = ("absolute_position_encoding", "relative_position_encoding", "position_fusion")
+ENCODING_DEFAULTS = {"absolute_position_encoding": "sinusoidal", "relative_position_encoding": "none", "position_fusion": "add"}
+RUN_FIELDS = ["configuration", "seed", "score", "train_loss", "seconds", "parameters"]
 
 
 def configuration_name(settings: dict) -> str:
     """`sinusoidal`, `time_rope`, `dynamic+alibi`, `multiscale [gated]`: absolute+relative, fusion when not `add`."""
     if settings.get("name"):
         return settings["name"]
-    absolute = settings.get("absolute_position_encoding", "sinusoidal")
-    relative = settings.get("relative_position_encoding", "none")
+    absolute, relative, fusion = (settings.get(key, default) for key, default in ENCODING_DEFAULTS.items())
     name = relative if absolute == "none" and relative != "none" else "+".join(p for p in (absolute, relative) if p != "none") or "none"
-    fusion = settings.get("position_fusion", "add")
     return name if fusion == "add" or absolute == "none" else f"{name} [{fusion}]"
+
+
+def run_overrides(study: dict, settings: dict, seed: int, run_dir: Path) -> dict:
+    """The `posattn-train` overrides of one run: the study's and the entry's arguments, then all three encoding
+    fields (so that the recipe's own encoding never leaks into another configuration)."""
+    return {
+        **study.get("arguments", {}),
+        **settings.get("arguments", {}),
+        **{key: settings.get(key, default) for key, default in ENCODING_DEFAULTS.items()},
+        "seed": seed,
+        "output_dir": str(run_dir),
+        "overwrite_output_dir": True,
+        "report_to": "none",
+        "disable_tqdm": True,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # One run (in a worker process)
 # ---------------------------------------------------------------------------------------------------------------------
 
-_DATA_CACHE: dict = {}
+
+def count_parameters(folder: Path) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), "pt") as weights:
+        return sum(math.prod(weights.get_slice(key).get_shape()) for key in weights.keys())
 
 
-def _prepared_data(dataset_name: str, options: dict, modalities: dict | None = None):
-    """Load (a built-in loader, local files or a save_to_disk folder, as `posattn-train` does), fit the processor on
-    train, and encode: once per worker and dataset variant."""
-    key = json.dumps([dataset_name, options, modalities], sort_keys=True)
-    if key not in _DATA_CACHE:
-        from modeling_posattn.toolkit.arguments import DataArguments
-        from modeling_posattn.toolkit.builders import build_processor, encode_splits
-        from modeling_posattn.toolkit.data_sources import load_data
+def run_one(study: dict, settings: dict, seed: int, runs_root: str) -> dict:
+    """Train one configuration with one seed under the study's recipe; return its test score."""
+    from modeling_posattn.toolkit.run import run_training
 
-        data = load_data(DataArguments(dataset_name=dataset_name, dataset_options=options, modalities=modalities))
-        processor = build_processor(data, train=data.dataset["train"])
-        _DATA_CACHE[key] = (data, processor, encode_splits(dict(data.dataset), processor))
-    return _DATA_CACHE[key]
-
-
-def run_one(recipe: dict, settings: dict, seed: int, output_root: str) -> dict:
-    """Train one configuration with one seed under the recipe's shared budget; return its test score."""
-    import torch
-
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
-
-    from modeling_posattn import PosAttnConfig, PosAttnForSequenceClassification
-    from modeling_posattn.toolkit.seed_baseline import SeedReferenceForSequenceClassification
-
-    torch.set_num_threads(int(os.environ.get("POSATTN_ABLATION_THREADS", "1")))
     started = time.perf_counter()
-    options = {**recipe["dataset"].get("options", {}), **settings.get("dataset_options", {})}
-    data, processor, encoded = _prepared_data(recipe["dataset"]["name"], options, recipe["dataset"].get("modalities"))
-
-    set_seed(seed)
-    model_settings = {**recipe["model"], **settings.get("model_overrides", {}),
-                      **{key: settings[key] for key in ENCODING_KEYS if key in settings}}
-    config = PosAttnConfig(modalities=data.modalities, num_labels=data.num_labels, problem_type=data.problem_type,
-                           attn_implementation="sdpa", **model_settings)
-    model_class = SeedReferenceForSequenceClassification if settings.get("model") == "seed_reference" else PosAttnForSequenceClassification
-    model = model_class(config)
-
-    run_dir = Path(output_root) / "runs" / f"{configuration_name(settings).replace(' ', '_')}-seed{seed}"
-    args = TrainingArguments(
-        output_dir=str(run_dir),
-        seed=seed,
-        data_seed=seed,
-        save_strategy="no",
-        eval_strategy="no",
-        logging_strategy="no",
-        report_to=[],
-        disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
-        **recipe["training"],
-    )
-    trainer = Trainer(model=model, args=args, train_dataset=encoded["train"], data_collator=DataCollatorWithPadding(processor))
-    train_output = trainer.train()
-    prediction = trainer.predict(encoded["test"])
-    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-    if data.problem_type == "regression":
-        score = -float(np.mean(np.abs(logits.reshape(-1) - prediction.label_ids.reshape(-1))))
-    else:
-        score = float(np.mean(logits.argmax(-1) == prediction.label_ids))
+    name = configuration_name(settings)
+    run_dir = Path(runs_root) / f"{name.replace(' ', '_').replace('|', '-')}-seed{seed}"
+    metrics = run_training(argv=["--config", study["recipe"]], overrides=run_overrides(study, settings, seed, run_dir),
+                           write_model_card=False)
+    metric = study.get("metric", "accuracy")
+    if f"test_{metric}" not in metrics:
+        raise RuntimeError(f"{name} seed {seed}: no test_{metric} in the run's metrics {sorted(metrics)}; "
+                           "the study's dataset needs a test split.")
     return {
-        "configuration": configuration_name(settings),
+        "configuration": name,
         "seed": seed,
-        "score": score,
-        "train_loss": float(train_output.training_loss),
+        "score": float(metrics[f"test_{metric}"]),
+        "train_loss": float(metrics["train_loss"]),
         "seconds": time.perf_counter() - started,
-        "parameters": sum(parameter.numel() for parameter in model.parameters()),
+        "parameters": count_parameters(run_dir),
     }
 
 
@@ -158,37 +134,56 @@ def paired_test(scores: dict[int, float], baseline: dict[int, float]) -> dict:
     return result
 
 
-def summarise(rows: list[dict], recipe: dict, metric: str, wall_seconds: float, machine: str) -> tuple[str, list[dict]]:
+def holm(p_values: dict[str, float]) -> dict[str, float]:
+    """Holm's (1979) step-down adjustment, controlling the family-wise error rate over all the given tests: with the m
+    p-values sorted ascending, $\\tilde p_{(i)} = \\max_{j \\le i} \\min(1, (m - j + 1) p_{(j)})$. NaN p-values (no
+    test possible) are left out of the family and stay NaN."""
+    tested = sorted((p, name) for name, p in p_values.items() if not math.isnan(p))
+    adjusted, running = {name: float("nan") for name in p_values}, 0.0
+    for rank, (p, name) in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - rank) * p))
+        adjusted[name] = running
+    return adjusted
+
+
+def summarise(rows: list[dict], study: dict, metric: str, wall_seconds: float, machine: str) -> tuple[str, list[dict]]:
     by_configuration: dict[str, dict[int, float]] = {}
     for row in rows:
         by_configuration.setdefault(row["configuration"], {})[row["seed"]] = row["score"]
-    baseline_name = recipe["baseline"]
+    baseline_name = study["baseline"]
     baseline = by_configuration.get(baseline_name, {})
     summary = []
     for name, scores in by_configuration.items():
         values = np.array(list(scores.values()))
+        seconds = [row["seconds"] for row in rows if row["configuration"] == name]
         entry = {"configuration": name, "mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-                 "n": len(values), "min": float(values.min()), "max": float(values.max())}
+                 "n": len(values), "min": float(values.min()), "max": float(values.max()),
+                 "median_seconds": float(np.median(seconds))}
         if name != baseline_name and baseline:
             entry["vs_baseline"] = paired_test(scores, baseline)
         summary.append(entry)
+    adjusted = holm({entry["configuration"]: entry["vs_baseline"]["p"] for entry in summary if "vs_baseline" in entry})
+    for entry in summary:
+        if "vs_baseline" in entry:
+            entry["vs_baseline"]["p_holm"] = adjusted[entry["configuration"]]
     summary.sort(key=lambda entry: -entry["mean"])
-    training = recipe["training"]
     caption = (
-        f"**{recipe['study']}**: test {metric}, mean ± std over seeds. Same budget for every configuration, no "
-        f"per-configuration tuning: {training.get('num_train_epochs')} epochs, lr {training.get('learning_rate')}, "
-        f"batch {training.get('per_device_train_batch_size')}, schedule {training.get('lr_scheduler_type', 'linear')}, "
-        f"model {json.dumps(recipe['model'])}; scored once at the end of training. Paired t-test over seeds against the "
-        f"baseline `{baseline_name}` (difference, 95% CI, two-sided p). Machine: {machine}. Wall time {wall_seconds / 60:.1f} min."
+        f"**{study['study']}**: test {metric}, mean ± std over seeds. Every configuration is `posattn-train --config "
+        f"{study['recipe']}` unchanged except its encoding fields"
+        + (f" (and {json.dumps(study['arguments'])})" if study.get("arguments") else "")
+        + f"; scored once on the test split at the end of training. Δ: paired over seeds against the baseline "
+        f"`{baseline_name}`, mean [95% CI]; p: two-sided paired t-test; p (Holm): adjusted over the "
+        f"{len(adjusted)} comparisons of this table. Machine: {machine}. Wall time {wall_seconds / 60:.1f} min."
     )
-    lines = [caption, "", f"| configuration | {metric} mean ± std | n | min–max | Δ vs baseline [95% CI] | p |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [caption, "", f"| configuration | {metric} mean ± std | n | min–max | Δ vs baseline [95% CI] | p | p (Holm) | s/run |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for entry in summary:
         test = entry.get("vs_baseline")
         delta = "baseline" if entry["configuration"] == baseline_name else (
             f"{test['difference']:+.3f} [{test['ci_low']:+.3f}, {test['ci_high']:+.3f}]" if test else "–")
-        p_value = f"{test['p']:.3f}" if test and not math.isnan(test["p"]) else "–"
+        p_value, p_holm = (f"{test[key]:.3f}" if test and not math.isnan(test[key]) else "–" for key in ("p", "p_holm"))
         lines.append(f"| {entry['configuration']} | {entry['mean']:.3f} ± {entry['std']:.3f} | {entry['n']} | "
-                     f"{entry['min']:.3f}–{entry['max']:.3f} | {delta} | {p_value} |")
+                     f"{entry['min']:.3f}–{entry['max']:.3f} | {delta} | {p_value} | {p_holm} | {entry['median_seconds']:.0f} |")
     return "\n".join(lines) + "\n", summary
 
 
@@ -213,12 +208,12 @@ def plot(summary: list[dict], rows: list[dict], metric: str, title: str, path: P
     plt.close(figure)
 
 
-def expand(recipe: dict, summary: list[dict], done: set[str]) -> list[dict]:
+def expand(study: dict, summary: list[dict], done: set[str]) -> list[dict]:
     """Follow-up configurations chosen from the first stage (see module docstring)."""
-    rules, grid = recipe.get("expand", {}), {configuration_name(s): s for s in recipe["grid"]}
+    rules, grid = study.get("expand", {}), {configuration_name(s): s for s in study["grid"]}
     ranked = [grid[entry["configuration"]] for entry in summary if entry["configuration"] in grid]
     absolute = [s for s in ranked if s.get("relative_position_encoding", "none") == "none" and s.get("position_fusion", "add") == "add"
-                and s.get("absolute_position_encoding", "sinusoidal") != "none" and s.get("model") != "seed_reference"]
+                and s.get("absolute_position_encoding", "sinusoidal") != "none"]
     relative = [s for s in ranked if s.get("relative_position_encoding", "none") != "none" and s.get("absolute_position_encoding") == "none"]
     extra = []
     for settings in absolute[: rules.get("best_absolute_fusions", 0)]:
@@ -243,50 +238,65 @@ def machine_description() -> str:
     return f"{cpu}, {os.cpu_count()} cores, CPU only (torch {torch.__version__})"
 
 
+def read_runs(path: Path) -> list[dict]:
+    with open(path) as handle:
+        return [{**row, "seed": int(row["seed"]), "score": float(row["score"]), "train_loss": float(row["train_loss"]),
+                 "seconds": float(row["seconds"]), "parameters": int(row["parameters"])} for row in csv.DictReader(handle)]
+
+
+def load_study(path: str) -> dict:
+    study = json.loads(Path(path).read_text())
+    missing = [key for key in ("study", "recipe", "baseline", "grid") if key not in study]
+    if missing:
+        raise SystemExit(f"{path}: a study needs {missing} (see `python scripts/ablate.py --help`).")
+    names = [configuration_name(settings) for settings in study["grid"]]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"{path}: configuration names repeat in the grid: {sorted(n for n in names if names.count(n) > 1)}.")
+    return study
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", required=True, help="JSON recipe in configuration/")
-    parser.add_argument("--seeds", type=int, help="number of seeds (default: the recipe's)")
+    parser.add_argument("--study", required=True, help="a study JSON (configuration/ablation_*.json)")
+    parser.add_argument("--seeds", type=int, help="number of seeds, 1..N (default: the study's)")
     parser.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1)), help="parallel training processes")
     parser.add_argument("--only", nargs="*", help="configuration names to run (default: the whole grid)")
     parser.add_argument("--output-dir", help="default: docs/results/<study>")
+    parser.add_argument("--runs-dir", help="default: outputs/ablation/<study>")
     parser.add_argument("--resume", action="store_true", help="keep runs already in runs.csv")
     args = parser.parse_args()
 
-    recipe = json.loads(Path(args.recipe).read_text())
-    seeds = list(range(args.seeds or recipe.get("seeds", 5)))
-    output_dir = Path(args.output_dir or f"docs/results/{recipe['study']}")
+    study = load_study(args.study)
+    seeds = list(range(1, (args.seeds or study.get("seeds", 5)) + 1))
+    output_dir = Path(args.output_dir or f"docs/results/{study['study']}")
+    runs_dir = Path(args.runs_dir or f"outputs/ablation/{study['study']}")
     output_dir.mkdir(parents=True, exist_ok=True)
-    metric = recipe.get("metric", "accuracy")
+    metric = study.get("metric", "accuracy")
     runs_path = output_dir / "runs.csv"
-    rows = []
-    if args.resume and runs_path.exists():
-        with open(runs_path) as handle:
-            rows = [{**row, "seed": int(row["seed"]), "score": float(row["score"]), "train_loss": float(row["train_loss"]),
-                     "seconds": float(row["seconds"]), "parameters": int(row["parameters"])} for row in csv.DictReader(handle)]
+    rows = read_runs(runs_path) if args.resume and runs_path.exists() else []
     started = time.perf_counter()
+    machine = machine_description()
 
     def write_outputs():
         with open(runs_path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["configuration", "seed", "score", "train_loss", "seconds", "parameters"])
+            writer = csv.DictWriter(handle, fieldnames=RUN_FIELDS)
             writer.writeheader()
             writer.writerows(sorted(rows, key=lambda row: (row["configuration"], row["seed"])))
-        table, summary = summarise(rows, recipe, metric, time.perf_counter() - started, machine)
+        table, summary = summarise(rows, study, metric, time.perf_counter() - started, machine)
         (output_dir / "summary.md").write_text(table)
-        (output_dir / "summary.json").write_text(json.dumps({"recipe": recipe, "machine": machine, "command": " ".join(sys.argv),
+        (output_dir / "summary.json").write_text(json.dumps({"study": study, "machine": machine, "command": " ".join(sys.argv),
                                                              "wall_seconds": time.perf_counter() - started, "summary": summary}, indent=2) + "\n")
-        plot(summary, rows, metric, recipe["study"], output_dir / "summary.png")
+        plot(summary, rows, metric, study["study"], output_dir / "summary.png")
         return table, summary
 
-    machine = machine_description()
-    stages = [[s for s in recipe["grid"] if not args.only or configuration_name(s) in args.only]]
+    stages = [[s for s in study["grid"] if not args.only or configuration_name(s) in args.only]]
     expanded = bool(args.only)
     with ProcessPoolExecutor(max_workers=args.jobs, initializer=quiet_worker) as pool:
         while stages:
             stage = stages.pop(0)
             done = {(row["configuration"], row["seed"]) for row in rows}
             jobs = [(settings, seed) for settings in stage for seed in seeds if (configuration_name(settings), seed) not in done]
-            futures = [pool.submit(run_one, recipe, settings, seed, str(output_dir)) for settings, seed in jobs]
+            futures = [pool.submit(run_one, study, settings, seed, str(runs_dir)) for settings, seed in jobs]
             for future in futures:
                 row = future.result()
                 rows.append(row)
@@ -295,9 +305,9 @@ def main():
                 write_outputs()
             if not expanded:
                 expanded = True
-                follow_up = expand(recipe, write_outputs()[1], {row["configuration"] for row in rows})
+                follow_up = expand(study, write_outputs()[1], {row["configuration"] for row in rows})
                 if follow_up:
-                    recipe["grid"] = recipe["grid"] + follow_up
+                    study["grid"] = study["grid"] + follow_up
                     stages.append(follow_up)
     table, _ = write_outputs()
     print("\n" + table)

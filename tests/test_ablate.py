@@ -1,6 +1,8 @@
-"""scripts/ablate.py: naming, the paired test, follow-up expansion, and one real (tiny) run."""
+"""scripts/ablate.py: naming, the run overrides, the paired test, Holm's correction, follow-up expansion, and one real
+(tiny) run through `posattn-train`."""
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -44,10 +46,52 @@ def test_expansion_picks_best_absolute_and_relative():
     assert extra == ["dynamic [concat]", "dynamic [gated]", "learned [concat]", "learned [gated]", "dynamic+alibi"]
 
 
-def test_one_tiny_run_on_synthetic_data(tmp_path):
-    pytest.importorskip("modeling_posattn.toolkit.data.synthetic")
-    recipe = {"dataset": {"name": "synthetic", "options": {"num_train": 32, "num_test": 16}},
-              "model": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32},
-              "training": {"num_train_epochs": 1, "per_device_train_batch_size": 16}}
-    row = ablate.run_one(recipe, {"absolute_position_encoding": "multiscale"}, seed=0, output_root=str(tmp_path))
-    assert row["configuration"] == "multiscale" and 0.0 <= row["score"] <= 1.0 and row["parameters"] > 0
+def test_holm_matches_the_step_down_definition():
+    adjusted = ablate.holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": float("nan"), "e": 0.5})
+    # m = 4 tested: 0.01 * 4 = 0.04; 0.03 * 3 = 0.09; 0.04 * 2 = 0.08 -> raised to 0.09 (monotone); 0.5 * 1 = 0.5.
+    assert adjusted["a"] == pytest.approx(0.04) and adjusted["c"] == pytest.approx(0.09)
+    assert adjusted["b"] == pytest.approx(0.09) and adjusted["e"] == pytest.approx(0.5)
+    assert math.isnan(adjusted["d"])
+    assert ablate.holm({"a": 0.6, "b": 0.7})["a"] == 1.0  # capped at 1
+    assert ablate.holm({}) == {}
+
+
+def test_every_run_sets_all_three_encoding_fields_over_the_recipe():
+    study = {"recipe": "uea", "arguments": {"dataset_name": "natops", "num_train_epochs": 3}}
+    overrides = ablate.run_overrides(study, {"relative_position_encoding": "alibi", "arguments": {"num_train_epochs": 5}},
+                                     seed=2, run_dir=Path("x"))
+    assert overrides["absolute_position_encoding"] == "sinusoidal" and overrides["position_fusion"] == "add"
+    assert overrides["relative_position_encoding"] == "alibi" and overrides["seed"] == 2
+    assert overrides["dataset_name"] == "natops" and overrides["num_train_epochs"] == 5  # the entry's over the study's
+
+
+def test_summary_has_raw_and_holm_p_values():
+    rows = [{"configuration": name, "seed": seed, "score": score + 0.01 * seed * (name == "b"), "seconds": 1.0}
+            for seed in range(1, 6) for name, score in (("base", 0.8), ("a", 0.81), ("b", 0.9))]
+    rows[0]["score"] -= 0.005  # base seed 1: a's differences are no longer constant
+    table, summary = ablate.summarise(rows, {"study": "s", "recipe": "uea", "baseline": "base"}, "accuracy", 60.0, "cpu")
+    assert "p (Holm)" in table
+    tests = {entry["configuration"]: entry["vs_baseline"] for entry in summary if "vs_baseline" in entry}
+    assert set(tests) == {"a", "b"}
+    assert tests["a"]["p_holm"] >= tests["a"]["p"] and tests["b"]["p_holm"] >= tests["b"]["p"]
+    assert max(tests["a"]["p_holm"], tests["b"]["p_holm"]) == pytest.approx(max(tests["a"]["p"], tests["b"]["p"]))
+
+
+def test_one_tiny_run_through_posattn_train(tmp_path):
+    study = {"recipe": "synthetic", "arguments": {
+        "dataset_options": {"num_train": 32, "num_test": 16}, "num_train_epochs": 1, "hidden_size": 16,
+        "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32, "validation_split_percentage": 0,
+        "eval_strategy": "no", "save_strategy": "no", "load_best_model_at_end": False}}
+    row = ablate.run_one(study, {"absolute_position_encoding": "multiscale", "position_fusion": "gated"}, seed=1,
+                         runs_root=str(tmp_path))
+    assert row["configuration"] == "multiscale [gated]" and 0.0 <= row["score"] <= 1.0 and row["parameters"] > 0
+    config = json.loads((tmp_path / "multiscale_[gated]-seed1" / "config.json").read_text())
+    assert (config["absolute_position_encoding"], config["relative_position_encoding"], config["position_fusion"]) == (
+        "multiscale", "none", "gated")  # the synthetic recipe's time_rope did not leak in
+
+
+def test_study_files_name_a_recipe_and_distinct_configurations():
+    for path in sorted((SCRIPT.parents[1] / "configuration").glob("ablation_*.json")):
+        study = ablate.load_study(str(path))
+        assert (SCRIPT.parents[1] / "configuration" / f"{study['recipe']}.json").is_file(), path
+        assert study["baseline"] in {ablate.configuration_name(s) for s in study["grid"]}, path

@@ -82,6 +82,37 @@ def test_variable_length_rows_keep_their_own_length_and_train():
     assert_trains(bundle, n=18)
 
 
+def test_vary_length_crop_keeps_contiguous_windows_of_the_original():
+    options = {"kind": "crop", "min_fraction": 0.4, "max_fraction": 0.8}
+    bundle = load_uea(FIXED, vary_length=options, seed=3)
+    cases, _ = raw_cases(FIXED / "TinyFixed_TRAIN.ts")
+    lengths = [len(row["series"]) for row in bundle.dataset["train"]]
+    assert min(lengths) >= round(0.4 * 16) and max(lengths) <= round(0.8 * 16) and len(set(lengths)) > 2
+    for index in (0, 7):
+        row = np.asarray(bundle.dataset["train"][index]["series"])
+        original = cases[index].T
+        starts = [s for s in range(len(original) - len(row) + 1) if np.allclose(original[s : s + len(row)], row, rtol=1e-6)]
+        assert starts, "a crop is a contiguous window of the original series"
+        np.testing.assert_allclose(bundle.dataset["train"][index]["timestamps"]["series"], np.arange(len(row)))
+    assert bundle.options["vary_length"] == options and "Lengths varied by this loader" in bundle.description
+    again = load_uea(FIXED, vary_length=options, seed=3)
+    assert [len(r["series"]) for r in again.dataset["test"]] == [len(r["series"]) for r in bundle.dataset["test"]]
+    other = load_uea(FIXED, vary_length=options, seed=4)
+    assert [len(r["series"]) for r in other.dataset["train"]] != lengths
+
+
+def test_vary_length_resample_interpolates_the_whole_series():
+    bundle = load_uea(FIXED, vary_length={"kind": "resample", "min_fraction": 0.5, "max_fraction": 2.0})
+    cases, _ = raw_cases(FIXED / "TinyFixed_TEST.ts")
+    lengths = [len(row["series"]) for row in bundle.dataset["test"]]
+    assert max(lengths) > 16 > min(lengths)
+    for index in range(3):
+        row = np.asarray(bundle.dataset["test"][index]["series"])
+        np.testing.assert_allclose(row[[0, -1]], cases[index].T[[0, -1]], rtol=1e-6)  # same start and end
+        grid = np.linspace(0, 15, len(row))
+        np.testing.assert_allclose(row[:, 0], np.interp(grid, np.arange(16), cases[index][0]), rtol=1e-5)
+
+
 def test_path_forms(tmp_path, monkeypatch):
     reference = load_uea(FIXED).dataset["train"]["labels"]
     # the prefix form DIR/Name of DIR/Name_TRAIN.ts
@@ -144,6 +175,11 @@ def test_missing_files_name_the_expected_paths(tmp_path):
         ({"modalities": {"acc": [0, 0]}}, "Channel 0 is used twice in modality 'acc'"),
         ({"modalities": {"acc": [0, 1, 2], "gyro": [3, 4, 6]}}, r"Modality 'gyro': channel indices \[6\] are outside the data.*6 channels"),
         ({"modalities": {"acc": [-1]}}, r"Modality 'acc': channel indices \[-1\] are outside"),
+        ({"vary_length": {"kind": "stretch"}}, "vary_length.kind"),
+        ({"vary_length": {"kind": "crop", "min_fraction": 0.5, "max_fraction": 1.5}}, "crop needs 0 < min_fraction"),
+        ({"vary_length": {"kind": "resample", "min_fraction": 0.0}}, "resample needs 0 < min_fraction"),
+        ({"vary_length": {"kind": "crop", "min_fraction": float("nan")}}, "finite numbers"),
+        ({"vary_length": {"kind": "crop", "fraction": 0.5}}, "keys kind, min_fraction, max_fraction"),
     ],
 )
 def test_bad_options_are_refused_naming_the_option_or_modality(options, match):

@@ -163,6 +163,24 @@ def test_pretraining_forward_loss_and_outputs(mode):
     output.loss.backward() if output.loss.requires_grad else None
 
 
+def test_strided_stem_head_reconstructs_every_frame_of_a_token():
+    strided = {name: {**spec, "stem": {"type": "conv", "stride": 2}} if spec.get("input_dim") else spec
+               for name, spec in MODALITIES.items()}
+    model = pretraining_model(modalities=strided)
+    batch = batch_of(random_samples(), modalities=strided)
+    video = MODALITIES_INDEX["video"]
+    assert model.prediction_heads[video].out_features == 2 * MODALITIES["video"]["input_dim"]
+    output = model(**batch)
+    assert output.reconstruction.shape[-1] == batch["input_values"].shape[-1]
+    # The second frame of each token enters the loss: moving it at masked video tokens moves the video loss.
+    moved = dict(batch, input_values=batch["input_values"].clone())
+    width = MODALITIES["video"]["input_dim"]
+    moved["input_values"][..., width : 2 * width] += 10.0
+    again = model(**moved, mask_positions=output.mask_positions)
+    assert output.masked_token_counts[video] > 0
+    assert again.modality_losses[video] > output.modality_losses[video] + 10
+
+
 def test_loss_only_on_masked_tokens_and_mask_embedding_used():
     model = pretraining_model()
     batch = batch_of(random_samples())

@@ -1,11 +1,13 @@
 """Any UEA/UCR classification dataset in the `.ts` format (`<Name>_TRAIN.ts`, `<Name>_TEST.ts`), fixed or variable
 length, with its channels grouped into modalities on one clock."""
 
+import json
 import math
 import os
 from collections.abc import Mapping, Sequence
 from numbers import Real
 from pathlib import Path
+from typing import Any
 
 import datasets
 import numpy as np
@@ -148,12 +150,48 @@ def _check_channels(groups: dict[str, list[int]], num_channels: int, train_path:
             )
 
 
+def _check_vary_length(vary_length) -> dict | None:
+    if vary_length is None:
+        return None
+    if not isinstance(vary_length, Mapping) or set(vary_length) - {"kind", "min_fraction", "max_fraction"}:
+        raise ValueError("`vary_length` must be a mapping with keys kind, min_fraction, max_fraction, got "
+                         f"{vary_length!r}.")
+    kind = vary_length.get("kind")
+    if kind not in ("crop", "resample"):
+        raise ValueError(f"`vary_length.kind` must be 'crop' or 'resample', got {kind!r}.")
+    low, high = vary_length.get("min_fraction", 0.5), vary_length.get("max_fraction", 1.0)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (low, high)):
+        raise ValueError(f"`vary_length` fractions must be finite numbers, got {low!r} and {high!r}.")
+    if not 0 < low <= high or (kind == "crop" and high > 1):
+        limit = "0 < min_fraction <= max_fraction <= 1" if kind == "crop" else "0 < min_fraction <= max_fraction"
+        raise ValueError(f"`vary_length` {kind} needs {limit}, got min_fraction={low}, max_fraction={high}.")
+    return {"kind": kind, "min_fraction": float(low), "max_fraction": float(high)}
+
+
+def vary_series_lengths(series: list[np.ndarray], kind: str, min_fraction: float, max_fraction: float,
+                        rng: np.random.Generator) -> list[np.ndarray]:
+    """Each `channels x T` series cropped to, or linearly resampled to, `max(2, round(f * T))` steps, f ~ U[min, max]."""
+    varied = []
+    for values in series:
+        length = values.shape[1]
+        target = max(2, round(rng.uniform(min_fraction, max_fraction) * length))
+        if kind == "crop":
+            target = min(target, length)
+            start = int(rng.integers(0, length - target + 1))
+            varied.append(values[:, start : start + target])
+        else:
+            grid = np.linspace(0.0, length - 1.0, target)
+            varied.append(np.stack([np.interp(grid, np.arange(length), channel) for channel in values]))
+    return varied
+
+
 def load_uea(
     path: str | os.PathLike,
     modalities: Mapping[str, Sequence[int]] | None = None,
     sampling_rate: float = UEA_DEFAULT_SAMPLING_RATE,
     name: str | None = None,
     seed: int = 0,
+    vary_length: Mapping[str, Any] | None = None,
 ) -> BuiltinDataset:
     """A UEA/UCR `.ts` classification dataset on its official train/test split, channels grouped into modalities.
 
@@ -169,7 +207,13 @@ def load_uea(
         sampling_rate: steps per second of every channel (default 1 Hz): step k of a series is at `k / sampling_rate`
             seconds, in the `timestamps` column and in each modality's spec.
         name: the file prefix, when it differs from the folder's basename (matched case-insensitively anyway).
-        seed: unused (official split, nothing random); recorded in `options` for uniformity with the other loaders.
+        seed: seeds `vary_length`'s draws (nothing else is random: the split is the official one).
+        vary_length: a constructed variable-length variant of the set, for studies of length-aware encodings:
+            `{"kind": "crop" | "resample", "min_fraction": a, "max_fraction": b}`. Every series of both splits gets
+            its own fraction f ~ U[a, b] (drawn from `seed`, per split) and becomes `round(f * T)` steps long (at least
+            2): `crop` keeps a random contiguous window (0 < a <= b <= 1; times restart at 0), `resample` linearly
+            interpolates the whole series to the new length (0 < a <= b), i.e. the same motion performed faster or
+            slower. The description and `options` say so: the lengths are ours, not the archive's.
 
     Series may have different lengths (`@equalLength false`): each row keeps its own length, and the processor packs
     them. Values are kept as in the file (the processor's normalisation is fitted on `train`).
@@ -189,6 +233,10 @@ def load_uea(
     dataset_name, train_file, test_file = resolve_uea_files(path, name)
     train, test = parse_ts(train_file), parse_ts(test_file)
     label_names = _check_files(train, test)
+    variation = _check_vary_length(vary_length)
+    if variation is not None:
+        for index, parsed in enumerate((train, test)):
+            parsed.series = vary_series_lengths(parsed.series, **variation, rng=np.random.default_rng([seed, index]))
     if groups is None:
         groups = {UEA_DEFAULT_MODALITY: list(range(train.num_channels))}
     _check_channels(groups, train.num_channels, train_file)
@@ -228,6 +276,7 @@ def load_uea(
             f"{length_text}, official split {len(train.series)}/{len(test.series)}, {len(label_names)} classes, "
             f"{rate:g} Hz. Modalities: "
             + ", ".join(f"{modality} = channels {channels}" for modality, channels in groups.items()) + "."
+            + (f" Lengths varied by this loader (vary_length {json.dumps(variation)}, seed {seed})." if variation else "")
         ),
         source=f"UEA/UCR time series classification archive format: {train_file.parent}",
         citation=UEA_CITATION,
@@ -240,6 +289,7 @@ def load_uea(
             "num_channels": train.num_channels,
             "lengths": {split: list(bounds) for split, bounds in lengths.items()},
             "seed": seed,
+            **({"vary_length": variation} if variation else {}),
         },
     )
 
