@@ -134,3 +134,43 @@ def test_read_ts_parses_and_rejects(tmp_path):
     with pytest.raises(ValueError, match="@data"):
         (tmp_path / "empty.ts").write_text("# nothing\n")
         read_ts(tmp_path / "empty.ts")
+
+
+def test_timing_windows_tell_the_label_only_by_relative_timing():
+    from modeling_posattn.toolkit.data.natops import timing_windows
+
+    count, shift = 4000, 5
+    steps = np.arange(51, dtype=float)
+    values = np.broadcast_to(steps, (count, 4, 51)).copy()  # every channel holds its step index: the window start shows
+    groups = {"a": [0], "b": [1], "target": [2, 3]}
+    streams, labels = timing_windows(values, groups, {"modality": "target", "shift_steps": shift}, np.random.default_rng(0))
+    assert all(stream.shape[-1] == 51 - shift for stream in streams.values()) and streams["target"].shape[1] == 2
+    late = {name: stream[:, 0, 0] == shift for name, stream in streams.items()}
+    assert all(np.isin(stream[:, 0, 0], [0, shift]).all() for stream in streams.values())
+    shifted = np.array(labels) == "shifted"
+    assert shifted.sum() == count // 2
+    np.testing.assert_array_equal(late["a"], late["b"])  # the other streams always share their window
+    np.testing.assert_array_equal(late["target"] != late["a"], shifted)  # the label is exactly the relative timing
+    for name in groups:  # ... while each stream alone is early or late with probability 1/2 in both classes
+        for in_class in (shifted, ~shifted):
+            assert abs(late[name][in_class].mean() - 0.5) < 0.05
+
+
+@needs_data
+def test_timing_task_loader_with_multirate():
+    bundle = load_natops(multirate=True, timing_task={"modality": "thumbs", "shift_steps": 8}, seed=1)
+    assert bundle.label_names == ["aligned", "shifted"]
+    for split in ("train", "test"):
+        assert np.bincount(bundle.dataset[split]["labels"]).tolist() == [90, 90]
+    row = bundle.dataset["train"][0]
+    assert len(row["hand_tips"]) == 43 and len(row["thumbs"]) == 11  # 51 - 8 steps, then every 4th for the thumbs
+    np.testing.assert_allclose(row["timestamps"]["thumbs"][:3], [0.0, 0.16, 0.32])
+    assert bundle.options["timing_task"] == {"modality": "thumbs", "shift_steps": 8}
+    assert "constructed timing task" in bundle.description
+    for bad, match in (({"modality": "feet", "shift_steps": 8}, "timing_task.modality"),
+                       ({"modality": "thumbs", "shift_steps": 30}, "shift_steps"),
+                       ({"modality": "thumbs"}, "timing_task")):
+        with pytest.raises(ValueError, match=match):
+            load_natops(timing_task=bad)
+    with pytest.raises(ValueError, match="at least"):
+        load_natops(grouping="single", timing_task={"modality": "all_sensors", "shift_steps": 4})

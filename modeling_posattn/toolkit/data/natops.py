@@ -2,6 +2,7 @@
 
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import datasets
 import numpy as np
@@ -92,12 +93,46 @@ def _multirate_steps(groups: dict[str, list[int]], multirate) -> dict[str, int]:
     return steps
 
 
+TIMING_LABELS = ["aligned", "shifted"]
+
+
+def _check_timing_task(timing_task, groups: dict[str, list[int]], length: int) -> dict | None:
+    if timing_task is None:
+        return None
+    if not isinstance(timing_task, Mapping) or set(timing_task) != {"modality", "shift_steps"}:
+        raise ValueError(f"`timing_task` must be {{'modality': name, 'shift_steps': k}}, got {timing_task!r}.")
+    modality, shift = timing_task["modality"], timing_task["shift_steps"]
+    if modality not in groups or len(groups) < 2:
+        raise ValueError(f"`timing_task.modality` must be one of the grouping's modalities {list(groups)} (at least "
+                         f"two), got {modality!r}.")
+    if isinstance(shift, bool) or not isinstance(shift, int) or not 0 < shift < length // 2:
+        raise ValueError(f"`timing_task.shift_steps` must be an integer in [1, {length // 2 - 1}], got {shift!r}.")
+    return {"modality": modality, "shift_steps": shift}
+
+
+def timing_windows(values: np.ndarray, groups: dict[str, list[int]], timing: dict, rng: np.random.Generator):
+    """`({modality: (N, channels, T - k) array}, labels)` of the timing task (see `load_natops`)."""
+    count, shift = len(values), timing["shift_steps"]
+    labels = rng.permutation(np.arange(count) % 2)  # balanced: half aligned, half shifted
+    target_late = rng.integers(0, 2, count).astype(bool)
+    others_late = target_late ^ labels.astype(bool)
+    window = values.shape[2] - shift
+    streams = {}
+    for name, channels in groups.items():
+        late = target_late if name == timing["modality"] else others_late
+        starts = np.where(late, shift, 0)
+        index = starts[:, None] + np.arange(window)[None, :]
+        streams[name] = np.take_along_axis(values[:, channels], index[:, None, :], axis=2)
+    return streams, [TIMING_LABELS[label] for label in labels]
+
+
 def load_natops(
     data_dir: str | os.PathLike | None = None,
     grouping: str | Mapping[str, Sequence[int]] = "parts",
     multirate: bool = False,
     sampling_rate: float = NATOPS_NOMINAL_SAMPLING_RATE,
     seed: int = 0,
+    timing_task: Mapping[str, Any] | None = None,
 ) -> BuiltinDataset:
     """NATOPS (UEA archive; AALTD'16 challenge) with body-sensor groups as modalities, on the official split.
 
@@ -122,7 +157,15 @@ def load_natops(
         sampling_rate: the nominal clock of the 51 steps in Hz. The archive does not state the rate after its
             resampling to 51 steps; 25 Hz (a ~2 s gesture, one step per TMRoPE 40 ms unit) is this project's documented
             choice. Timestamps are `step / sampling_rate` seconds.
-        seed: unused (the split is the official one and nothing is random); recorded in `options` for uniformity.
+        seed: seeds `timing_task`'s draws (nothing else is random: the split is the official one).
+        timing_task: `{"modality": name, "shift_steps": k}` replaces the gesture labels by a constructed cross-modal
+            timing task on the real series: is `modality` in step with the others (`aligned`) or displaced by k of the
+            51 steps (`shifted`)? Every stream of a sample is cut to the window of 51 - k steps starting at step 0
+            ("early") or k ("late"); timestamps restart at 0 in every stream. `aligned`: all streams take the same
+            window; `shifted`: `modality` takes the other window than the rest. The windows are drawn (from `seed`,
+            per split) so that each stream alone is early or late with probability 1/2 in both classes, and the
+            classes are balanced: no single stream, length or time span tells the label, only the streams' timing
+            against each other. Works with `multirate` (decimation after the cut).
 
     Returns:
         A [`BuiltinDataset`] whose rows hold one column per modality (`T x channels` floats), `timestamps` (struct of
@@ -136,9 +179,13 @@ def load_natops(
     folder = resolve_data_dir(data_dir, "natops", required=("NATOPS_TRAIN.ts", "NATOPS_TEST.ts"))
 
     raw = {split: read_ts(folder / f"NATOPS_{split.upper()}.ts") for split in ("train", "test")}
+    timing = _check_timing_task(timing_task, groups, raw["train"][0].shape[2])
     for split, (values, _) in raw.items():
         if values.shape[1] != NATOPS_NUM_CHANNELS:
             raise ValueError(f"NATOPS {split}: expected {NATOPS_NUM_CHANNELS} channels, got {values.shape[1]}.")
+    if timing is not None:
+        raw = {split: timing_windows(values, groups, timing, np.random.default_rng([seed, index]))
+               for index, (split, (values, _)) in enumerate(raw.items())}
     label_names = sort_labels([label for _, labels in raw.values() for label in labels])
     label_index = {name: i for i, name in enumerate(label_names)}
 
@@ -154,12 +201,13 @@ def load_natops(
     )
     splits = {}
     for split, (values, labels) in raw.items():
-        length = values.shape[2]
+        length = (next(iter(values.values())) if timing is not None else values).shape[-1]
         columns, times = {}, {}
         for name, channels in groups.items():
             kept = np.arange(0, length, steps[name])
-            columns[name] = frames_column([sample[channels][:, kept].T for sample in values], dim=len(channels))
-            times[name] = values_column([kept / float(sampling_rate)] * len(values))
+            stream = values[name] if timing is not None else values[:, channels]
+            columns[name] = frames_column([sample[:, kept].T for sample in stream], dim=len(channels))
+            times[name] = values_column([kept / float(sampling_rate)] * len(labels))
         columns["timestamps"] = struct_column(times)
         columns["labels"] = np.array([label_index[label] for label in labels], dtype=np.int64)
         splits[split] = arrow_dataset(columns, features)
@@ -174,7 +222,9 @@ def load_natops(
             f"nominal {sampling_rate:g} Hz, official 180/180 split, 6 classes "
             f"({', '.join(f'{k}: {v}' for k, v in NATOPS_CLASS_MEANINGS.items())}). Modalities: grouping "
             f"{grouping_name!r} -> {list(groups)}"
-            + (f"; multi-rate variant, steps per modality {steps}." if multirate else ".")
+            + (f"; multi-rate variant, steps per modality {steps}" if multirate else "")
+            + (f"; constructed timing task (labels aligned/shifted: is {timing['modality']!r} displaced by "
+               f"{timing['shift_steps']} steps against the other streams?), seed {seed}." if timing else ".")
         ),
         source="UEA multivariate time series classification archive, NATOPS (via GitHub Navidfoumani/Disjoint-CNN, Multivariate_ts/NATOPS/)",
         citation=NATOPS_CITATION,
@@ -186,6 +236,7 @@ def load_natops(
             "steps": steps,
             "sampling_rate": float(sampling_rate),
             "seed": seed,
+            **({"timing_task": timing} if timing else {}),
         },
     )
 
