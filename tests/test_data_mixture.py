@@ -75,7 +75,8 @@ def test_rows_counts_none_and_source_labels(mixed):
     # the rows are the parts' rows, unchanged
     part = load_builtin_dataset("uea", **UEA).dataset["train"][0]
     np.testing.assert_array_equal(uea["series"], part["series"])
-    for text in ("synthetic 12, uea 24 (total 36)", "Labels are the source dataset"):
+    for text in ("synthetic 12, uea 24 (total 36)", "Labels are the source dataset",
+                 "synthetic's `validation` split (6 rows) left out"):
         assert text in mixed.description
 
 

@@ -160,7 +160,10 @@ def _load_mixture(parts_options) -> BuiltinDataset:
         )
         counts[split] = {part: len(parts[part].dataset[split]) for part in having}
 
-    dropped = [split for split in MIXTURE_SPLITS if split not in splits and any(split in d.dataset for d in parts.values())]
+    dropped = [
+        f"{part}'s `{split}` split ({len(data.dataset[split])} rows)"
+        for split in MIXTURE_SPLITS if split not in splits for part, data in parts.items() if split in data.dataset
+    ]
     renamed = [f"{part}'s `{old}` -> `{new}`" for part, mapping in names.items() for old, new in mapping.items() if old != new]
     description = (
         f"A mixture of {len(parts)} datasets ({', '.join(part_names)}), rows stacked, each row from one of them: "
@@ -170,7 +173,7 @@ def _load_mixture(parts_options) -> BuiltinDataset:
         )
         + ". Modalities are the union"
         + (f", clashing names prefixed by their dataset ({', '.join(renamed)})" if renamed else "")
-        + (f"; {' and '.join(dropped)} split(s) of only some parts left out" if dropped else "")
+        + (f"; {', '.join(dropped)} left out (not every part has one)" if dropped else "")
         + "; a row has only its own dataset's modalities. Labels are the source dataset, not the parts' classes. Parts: "
         + " ".join(f"[{part}] {data.description.strip()}" for part, data in parts.items())
     )
