@@ -1,6 +1,6 @@
 """Where the data comes from: built-in loaders, local files and folders, Hub datasets; and how it is split.
 
-`dataset_name` is a built-in loader (`synthetic`, `natops`, `av_digits`, `mosi`, ...; options in `dataset_options`), a
+`dataset_name` is a built-in loader (`synthetic`, `natops`, `av_digits`, `mosi`, `mixture`, ...; options in `dataset_options`), a
 local file (`.parquet`, `.json`/`.jsonl`, `.csv`, `.arrow`), a folder written by `save_to_disk` (or a data folder that
 `datasets.load_dataset` understands), a `datasets` builder name with `data_files` in `dataset_options` (e.g.
 `--dataset_name parquet --dataset_options '{"data_files": {"train": "a.parquet", "test": "b.parquet"}}'`), or a Hub

@@ -41,11 +41,13 @@ BUILTIN_DATASETS: dict[str, str] = {
     "av_digits": "av_digits:load_av_digits",
     "mosi": "mosi:load_mosi",
     "uea": "uea:load_uea",
+    "mixture": "mixture:load_mixture",
 }
 
 
 def load_builtin_dataset(name: str, **options) -> BuiltinDataset:
-    """Load a built-in dataset by name (`synthetic`, `natops`, `av_digits`, `mosi`, `uea`) with loader-specific options."""
+    """Load a built-in dataset by name (`synthetic`, `natops`, `av_digits`, `mosi`, `uea`, or `mixture` of several of
+    them) with loader-specific options."""
     if name not in BUILTIN_DATASETS:
         raise ValueError(f"Unknown built-in dataset {name!r}; choose one of {sorted(BUILTIN_DATASETS)}.")
     module_name, function_name = BUILTIN_DATASETS[name].split(":")
