@@ -376,3 +376,18 @@ def test_fine_tuning_loads_the_pretrained_encoder(pretrained, tmp_path):
     assert "test_accuracy" in metrics
     config = json.loads((tmp_path / "finetune" / "config.json").read_text())
     assert config["architectures"] == ["PosAttnForSequenceClassification"] and config["hidden_size"] == 64
+
+
+def test_fine_tuning_refuses_a_checkpoint_with_other_modalities(pretrained):
+    """Per-modality weights are stored by position: data without the checkpoint's `text` would shift nothing here,
+    but another list must never load into the wrong modality silently."""
+    from modeling_posattn.toolkit.builders import build_model
+    from modeling_posattn.toolkit.cli import parse_args
+    from modeling_posattn.toolkit.data_sources import load_data
+
+    model_args, data_args, _, _ = parse_args(
+        [], {"model_name_or_path": str(pretrained), "dataset_options": {**TINY, "include_text": False}}
+    )
+    with pytest.raises(ValueError, match=r"the checkpoint's modalities \['audio', 'video', 'text'\] differ from the "
+                                         r"data's \['audio', 'video'\]"):
+        build_model(load_data(data_args, model_args), model_args)

@@ -155,10 +155,25 @@ def build_config(data: BuiltinDataset, model_args: ModelArguments) -> PosAttnCon
     )
 
 
+def check_same_modalities(checkpoint: str, config: PosAttnConfig) -> None:
+    """Refuse a checkpoint whose modalities (names, in order) differ from the data's: per-modality weights (stems,
+    modality embeddings, norms, mask embeddings) are stored by index, so a different list would load each modality's
+    weights into another modality, silently wherever the shapes happen to agree."""
+    saved = PosAttnConfig.from_pretrained(checkpoint).modality_names
+    if list(saved) != list(config.modality_names):
+        raise ValueError(
+            f"--model_name_or_path {checkpoint}: the checkpoint's modalities {list(saved)} differ from the data's "
+            f"{list(config.modality_names)}. Per-modality weights are stored by position, so they would load into the "
+            "wrong modalities. Fine-tune on data with the same modality names in the same order (e.g. the loader's "
+            "`modalities` option), or train from scratch."
+        )
+
+
 def _load_checked(model_class, model_args: ModelArguments, config: PosAttnConfig):
     """`from_pretrained` that says which encoder weights did not come from the checkpoint. A fresh head (a classifier
     on a pretraining checkpoint, or on one with another number of labels) is expected; encoder weights that are
     missing or of another shape mean the architecture changed, and would silently train from random."""
+    check_same_modalities(model_args.model_name_or_path, config)
     model, info = model_class.from_pretrained(
         model_args.model_name_or_path, config=config, attn_implementation=model_args.attn_implementation,
         ignore_mismatched_sizes=True, output_loading_info=True,
