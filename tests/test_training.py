@@ -176,6 +176,17 @@ def test_recipes_and_presets_are_package_data_found_from_anywhere(tmp_path, monk
         load_recipe("no-such-recipe")
 
 
+def test_every_bundled_recipe_parses():
+    """Every training and pretraining recipe in configuration/ (not the presets, the ablation studies or the accelerate
+    files) names only known arguments and parses."""
+    names = sorted(path.stem for path in (ROOT / "configuration").glob("*.json")
+                   if not path.stem.startswith(("ablation_", "posattn-")))
+    assert {"synthetic", "uea", "av_digits", "pretrain_natops", "pretrain_av_digits", "pretrain_all"} <= set(names)
+    for name in names:
+        _, data_args, _, _ = parse_args(["--config", name])
+        assert data_args.dataset_name, name
+
+
 def test_parse_args_precedence_and_defaults():
     model_args, data_args, training_args, _ = parse_args([])
     assert data_args.dataset_name == "synthetic" and training_args.output_dir == os.path.join("outputs", "synthetic-default")
