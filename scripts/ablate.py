@@ -146,6 +146,11 @@ def holm(p_values: dict[str, float]) -> dict[str, float]:
     return adjusted
 
 
+def format_p(p: float) -> str:
+    """Three decimals; `<0.001` below that (a t-test's tail is no more exact), `–` where no test was possible."""
+    return "–" if math.isnan(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def summarise(rows: list[dict], study: dict, metric: str, wall_seconds: float, machine: str) -> tuple[str, list[dict]]:
     by_configuration: dict[str, dict[int, float]] = {}
     for row in rows:
@@ -181,7 +186,7 @@ def summarise(rows: list[dict], study: dict, metric: str, wall_seconds: float, m
         test = entry.get("vs_baseline")
         delta = "baseline" if entry["configuration"] == baseline_name else (
             f"{test['difference']:+.3f} [{test['ci_low']:+.3f}, {test['ci_high']:+.3f}]" if test else "–")
-        p_value, p_holm = (f"{test[key]:.3f}" if test and not math.isnan(test[key]) else "–" for key in ("p", "p_holm"))
+        p_value, p_holm = (format_p(test[key]) if test else "–" for key in ("p", "p_holm"))
         lines.append(f"| {entry['configuration']} | {entry['mean']:.3f} ± {entry['std']:.3f} | {entry['n']} | "
                      f"{entry['min']:.3f}–{entry['max']:.3f} | {delta} | {p_value} | {p_holm} | {entry['median_seconds']:.0f} |")
     return "\n".join(lines) + "\n", summary
@@ -263,7 +268,7 @@ def main():
     parser.add_argument("--only", nargs="*", help="configuration names to run (default: the whole grid)")
     parser.add_argument("--output-dir", help="default: docs/results/<study>")
     parser.add_argument("--runs-dir", help="default: outputs/ablation/<study>")
-    parser.add_argument("--resume", action="store_true", help="keep runs already in runs.csv")
+    parser.add_argument("--resume", action="store_true", help="keep runs already in runs.csv (and add their wall time)")
     args = parser.parse_args()
 
     study = load_study(args.study)
@@ -274,7 +279,10 @@ def main():
     metric = study.get("metric", "accuracy")
     runs_path = output_dir / "runs.csv"
     rows = read_runs(runs_path) if args.resume and runs_path.exists() else []
-    started = time.perf_counter()
+    summary_path = output_dir / "summary.json"
+    # A resumed study's wall time is the sum of its invocations', so that the caption stays the study's cost.
+    earlier = json.loads(summary_path.read_text()).get("wall_seconds", 0.0) if rows and summary_path.exists() else 0.0
+    started = time.perf_counter() - earlier
     machine = machine_description()
 
     def write_outputs():

@@ -95,3 +95,7 @@ def test_study_files_name_a_recipe_and_distinct_configurations():
         study = ablate.load_study(str(path))
         assert (SCRIPT.parents[1] / "configuration" / f"{study['recipe']}.json").is_file(), path
         assert study["baseline"] in {ablate.configuration_name(s) for s in study["grid"]}, path
+
+
+def test_p_values_are_formatted_without_false_zeros():
+    assert ablate.format_p(0.0004) == "<0.001" and ablate.format_p(0.0123) == "0.012" and ablate.format_p(float("nan")) == "–"
