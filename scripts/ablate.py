@@ -303,7 +303,8 @@ def main():
         while stages:
             stage = stages.pop(0)
             done = {(row["configuration"], row["seed"]) for row in rows}
-            jobs = [(settings, seed) for settings in stage for seed in seeds if (configuration_name(settings), seed) not in done]
+            # Seed-major, so that a study stopped early has every configuration at the same seeds.
+            jobs = [(settings, seed) for seed in seeds for settings in stage if (configuration_name(settings), seed) not in done]
             futures = [pool.submit(run_one, study, settings, seed, str(runs_dir)) for settings, seed in jobs]
             for future in futures:
                 row = future.result()
