@@ -192,6 +192,10 @@ class PosAttnAttention(nn.Module):
             scaling=self.scaling,
             **kwargs,
         )
+        if torch.compiler.is_exporting():
+            # SDPA's export-time output is contiguous after the transpose, so the reshape is traced as a view; ONNX
+            # decomposes SDPA with a float bias into a math graph with other strides, where that view fails.
+            attn_output = attn_output.clone(memory_format=torch.contiguous_format)
         attn_output = self.o_proj(attn_output.reshape(*input_shape, -1).contiguous())
         return attn_output, attn_weights
 

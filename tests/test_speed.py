@@ -300,18 +300,16 @@ def test_torch_export_matches_eager(class_name, encoding):
         torch.testing.assert_close(program.module()(**batch)[0], model(**batch)[0], atol=1e-6, rtol=0)
 
 
-ONNX_EXPORTED = [
-    EXPORTED[0],
-    ("PosAttnModel", dict(EXPORTED[1][1], attn_implementation="eager")),
-    EXPORTED[2],
-]
+ONNX_EXPORTED = [*EXPORTED, ("PosAttnModel", dict(EXPORTED[1][1], attn_implementation="eager"))]
 
 
-@pytest.mark.parametrize("class_name, encoding", ONNX_EXPORTED, ids=["sinusoidal", "relative_bias-eager", "classification"])
+@pytest.mark.parametrize(
+    "class_name, encoding", ONNX_EXPORTED, ids=["sinusoidal", "relative_bias", "classification", "relative_bias-eager"]
+)
 @torch.no_grad()
 def test_onnx_export_matches_eager(class_name, encoding):
     """`torch.onnx.export(dynamo=True)` run by onnxruntime, with a dynamic batch and length (dev extra: onnx,
-    onnxscript, onnxruntime). relative_bias converts under eager attention, not yet under sdpa: docs/speed_notes.md."""
+    onnxscript, onnxruntime); relative_bias under sdpa (a float bias) and eager attention."""
     pytest.importorskip("onnxscript")
     pytest.importorskip("onnxruntime")
     model, shapes, inputs, other = exported_and_batches(class_name, encoding)
@@ -386,4 +384,26 @@ def test_group_by_length_measures_packed_rows(modalities):
         sampler = trainer._get_train_sampler(trainer._remove_unused_columns(encoded))
         assert isinstance(sampler, LengthGroupedSampler)
         assert [int(n) for n in sampler.lengths] == expected
+    assert trainer.train().global_step == 1
+
+
+def test_group_by_length_with_augmentation_measures_augmented_rows():
+    """With on-the-fly augmentation (`augmented_split`, a `with_transform` split, which datasets reads whole even for
+    one column) the sampler measures each row's packed length through the transform, once per training (about a
+    second for AV-digits' 2700 rows); a training step runs."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from modeling_posattn.toolkit.augmentation import TimeSeriesAugmentation
+    from modeling_posattn.toolkit.builders import augmented_split
+
+    specs = tiny_config().modalities
+    lengths = ((40, 10, 5), (17, 3, 2), (80, 20, 9), (3, 1, 1), (6, 6, 30), (1, 1, 12))
+    split = raw_split(specs, lengths)
+    trainer, encoded, processor = trainer_for(specs, split, train_sampling_strategy="group_by_length",
+                                              remove_unused_columns=False)
+    augmented = augmented_split(split, processor, TimeSeriesAugmentation(jitter=0.5, window_slice=0.8), seed=0)
+    trainer.train_dataset = augmented
+    sampler = trainer._get_train_sampler(augmented)
+    assert isinstance(sampler, LengthGroupedSampler)
+    assert [int(n) for n in sampler.lengths] == [sum(row) for row in lengths]  # a window slice is resampled back
     assert trainer.train().global_step == 1
