@@ -453,8 +453,9 @@ class PosAttnModel(PosAttnPreTrainedModel):
     def key_padding_mask(self, hidden_states: torch.Tensor, mask: torch.Tensor, padded: bool = True):
         """The mask for encodings that need no score bias. For eager and sdpa it is `(B, 1, 1, L)` and broadcast over
         queries, so no L x L tensor exists (transformers' `create_bidirectional_mask` expands it to `(B, 1, L, L)`).
-        `padded=False` (the caller passed no `attention_mask`) gives None, which keeps SDPA's fastest kernels; the
-        decision never looks at the mask's values (no `mask.all()` host sync, no graph break under `torch.compile`).
+        `padded=False` (no `attention_mask`, or the eager value checks found no padding in their one host sync) gives
+        None, which keeps SDPA's fastest kernels (as transformers' `mask.all()` check does for BERT, with no sync of its
+        own); while tracing the mask is always kept (no data-dependent branch, no graph break under `torch.compile`).
         Flex gets transformers' BlockMask."""
         implementation = self.config._attn_implementation
         if implementation not in ("eager", "sdpa"):
@@ -499,7 +500,8 @@ class PosAttnModel(PosAttnPreTrainedModel):
         if self.config._attn_implementation == "eager":  # eager materialises (B, heads, L, L) attention weights
             check_dense_bias_size(self.config, *positions.mask.shape, hidden_states.dtype)
         if encoding is None or encoding.kind == "rotary":
-            mask = self.key_padding_mask(hidden_states, positions.mask, padded=attention_mask is not None)
+            padded = attention_mask is not None and positions.padded is not False
+            mask = self.key_padding_mask(hidden_states, positions.mask, padded=padded)
             if encoding is not None:
                 cos, sin = encoding(hidden_states, positions)
                 position_embeddings = (cos, signed_sin(sin))
@@ -546,6 +548,7 @@ def prepend_token(positions: TokenPositions) -> TokenPositions:
         modality_ids=pad(positions.modality_ids, 0),
         mask=pad(positions.mask, True),
         modality_lengths=pad(positions.modality_lengths, 1),
+        padded=positions.padded,
     )
 
 

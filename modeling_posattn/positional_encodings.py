@@ -31,6 +31,8 @@ class TokenPositions:
         modality_ids: index into `config.modality_names`.
         mask: True for real tokens.
         modality_lengths: number of real tokens of this token's modality in this sample.
+        padded: whether any token is padding, when the eager value checks learned it in their one host sync; None
+            while tracing (unknown: the mask is kept).
     """
 
     position_ids: torch.Tensor
@@ -38,6 +40,7 @@ class TokenPositions:
     modality_ids: torch.Tensor
     mask: torch.Tensor
     modality_lengths: torch.Tensor
+    padded: bool | None = None
 
 
 def modality_one_hot(modality_ids: torch.Tensor, mask: torch.Tensor, num_modalities: int) -> torch.Tensor:

@@ -114,9 +114,11 @@ def resolve_token_positions(
     # `is_torchdynamo_compiling()`: their host sync would split the graph (and cannot be exported). Validate at the
     # boundary instead, eagerly: `model.validate_inputs(**batch)` (or the processor's output, which is valid by
     # construction). Shapes and dtypes above are still checked while tracing.
+    padded = None
     if not values_checks_skipped():
         checks = {name: flags for name, flags in problems.items() if flags is not None}
-        failed = torch.stack([flags.any() for flags in checks.values()]).tolist()  # the one host sync of the checks
+        # the one host sync of the checks; it also tells whether the batch has padding, which the attention mask needs
+        *failed, padded = torch.stack([flags.any() for flags in checks.values()] + [(~mask).any()]).tolist()
         if any(failed):
             first = next(name for name, flag in zip(checks, failed) if flag)
             raise_input_error(first, checks[first], config, modality_ids, input_ids, input_values, checked_positions, width)
@@ -134,7 +136,7 @@ def resolve_token_positions(
     start = times.masked_fill(~mask, math.inf).amin(dim=1, keepdim=True)
     timestamps = (times - start).masked_fill(~mask, 0.0).float()
     lengths = modality_counts.gather(1, modality_ids)
-    return TokenPositions(position_ids, timestamps, modality_ids, mask, lengths)
+    return TokenPositions(position_ids, timestamps, modality_ids, mask, lengths, padded)
 
 
 def values_checks_skipped() -> bool:

@@ -152,6 +152,38 @@ def test_key_padding_mask_needs_no_host_sync(implementation):
         torch.testing.assert_close(model(**inputs).last_hidden_state, no_mask, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_unpadded_batch_attends_without_a_mask(implementation):
+    """A batch whose `attention_mask` is all ones reaches the layers with no mask (SDPA's fastest kernel, as BERT's
+    `mask.all()` check gives it), learned from the value checks' one host sync; a padded batch keeps its mask.
+    Outputs are those of the masked computation. (Under tracing the mask is always kept: the zero-graph-break tests.)"""
+    model = build_model(attn_implementation=implementation).eval()
+    masks = []
+    model.layers[0].register_forward_pre_hook(lambda module, args: masks.append(args[1]))
+    syncs = []
+    original_tolist = torch.Tensor.tolist
+
+    def counting_tolist(tensor):
+        syncs.append(1)
+        return original_tolist(tensor)
+
+    full = batch_of(random_samples(lengths=((6, 2, 1), (6, 2, 1))))
+    padded = batch_of(random_samples(lengths=((6, 2, 1), (3, 2, 0))))
+    assert bool(full["attention_mask"].all()) and not bool(padded["attention_mask"].all())
+    with torch.no_grad(), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.Tensor, "tolist", counting_tolist)
+        unmasked = model(**full).last_hidden_state
+        assert masks[-1] is None and len(syncs) == 1
+        model(**padded)
+        assert masks[-1] is not None
+    always_masked = model.key_padding_mask
+    with torch.no_grad(), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(model, "key_padding_mask", lambda hidden_states, mask, padded: always_masked(hidden_states, mask, True))
+        masked = model(**full).last_hidden_state
+        assert masks[-1] is not None
+    torch.testing.assert_close(unmasked, masked, atol=1e-6, rtol=0)
+
+
 def per_modality_by_boolean_index(linears, inputs, modality_ids):
     """The gated fusion's former formula: each modality's linear map on a boolean-index gather of its tokens."""
     output = inputs.new_zeros(*modality_ids.shape, linears[0].out_features)
