@@ -213,8 +213,11 @@ def plot(summary: list[dict], rows: list[dict], metric: str, title: str, path: P
     plt.close(figure)
 
 
-def expand(study: dict, summary: list[dict], done: set[str]) -> list[dict]:
-    """Follow-up configurations chosen from the first stage (see module docstring)."""
+def expand(study: dict, summary: list[dict]) -> list[dict]:
+    """Follow-up configurations chosen from the first stage (see module docstring), less those the grid already has.
+
+    Configurations with runs are kept: the job list skips (configuration, seed) pairs already done, so that a resumed
+    study completes a follow-up stage that was stopped part-way."""
     rules, grid = study.get("expand", {}), {configuration_name(s): s for s in study["grid"]}
     ranked = [grid[entry["configuration"]] for entry in summary if entry["configuration"] in grid]
     absolute = [s for s in ranked if s.get("relative_position_encoding", "none") == "none" and s.get("position_fusion", "add") == "add"
@@ -227,7 +230,7 @@ def expand(study: dict, summary: list[dict], done: set[str]) -> list[dict]:
     if rules.get("best_combination") and absolute and relative:
         extra.append({"absolute_position_encoding": absolute[0]["absolute_position_encoding"],
                       "relative_position_encoding": relative[0]["relative_position_encoding"]})
-    return [settings for settings in extra if configuration_name(settings) not in done]
+    return [settings for settings in extra if configuration_name(settings) not in grid]
 
 
 def machine_description() -> str:
@@ -314,7 +317,7 @@ def main():
                 write_outputs()
             if not expanded:
                 expanded = True
-                follow_up = expand(study, write_outputs()[1], {row["configuration"] for row in rows})
+                follow_up = expand(study, write_outputs()[1])
                 if follow_up:
                     study["grid"] = study["grid"] + follow_up
                     stages.append(follow_up)

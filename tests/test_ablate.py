@@ -42,8 +42,68 @@ def test_expansion_picks_best_absolute_and_relative():
               + [{"absolute_position_encoding": "none", "relative_position_encoding": r} for r in ("rope", "alibi")],
               "expand": {"best_absolute_fusions": 2, "best_combination": True}}
     summary = [{"configuration": name} for name in ("alibi", "none", "dynamic", "rope", "learned", "sinusoidal")]
-    extra = [ablate.configuration_name(s) for s in ablate.expand(recipe, summary, set())]
+    extra = [ablate.configuration_name(s) for s in ablate.expand(recipe, summary)]
     assert extra == ["dynamic [concat]", "dynamic [gated]", "learned [concat]", "learned [gated]", "dynamic+alibi"]
+
+
+def test_expansion_skips_only_what_the_grid_already_has():
+    recipe = {"grid": [{"absolute_position_encoding": "sinusoidal"}, {"absolute_position_encoding": "none"},
+                       {"absolute_position_encoding": "sinusoidal", "position_fusion": "gated"}],
+              "expand": {"best_absolute_fusions": 1}}
+    summary = [{"configuration": name} for name in ("sinusoidal", "none", "sinusoidal [gated]")]
+    # Follow-ups that already have some runs stay in, so that --resume finishes their missing seeds.
+    assert [ablate.configuration_name(s) for s in ablate.expand(recipe, summary)] == ["sinusoidal [concat]"]
+
+
+class SerialExecutor:
+    """ProcessPoolExecutor's surface, run in this process."""
+
+    def __init__(self, max_workers=None, initializer=None):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def submit(self, function, *args):
+        from concurrent.futures import Future
+
+        future = Future()
+        future.set_result(function(*args))
+        return future
+
+
+def test_resume_finishes_a_follow_up_stage_stopped_part_way(tmp_path, monkeypatch):
+    study = {"study": "s", "recipe": "uea", "baseline": "sinusoidal", "seeds": 2,
+             "grid": [{"absolute_position_encoding": "sinusoidal"}, {"absolute_position_encoding": "learned"}],
+             "expand": {"best_absolute_fusions": 1}}
+    study_path = tmp_path / "study.json"
+    study_path.write_text(json.dumps(study))
+    finished = [("sinusoidal", 1), ("sinusoidal", 2), ("learned", 1), ("learned", 2), ("learned [concat]", 1),
+                ("learned [gated]", 1), ("learned [gated]", 2)]
+    output_dir = tmp_path / "results"
+    output_dir.mkdir()
+    with open(output_dir / "runs.csv", "w") as handle:
+        handle.write(",".join(ablate.RUN_FIELDS) + "\n")
+        for name, seed in finished:
+            score = 0.9 + 0.01 * (name == "learned") + 0.001 * seed
+            handle.write(f"{name},{seed},{score},0.1,1.0,10\n")
+    launched = []
+
+    def fake_run(study, settings, seed, runs_dir):
+        launched.append((ablate.configuration_name(settings), seed))
+        return {"configuration": ablate.configuration_name(settings), "seed": seed, "score": 0.9, "train_loss": 0.1,
+                "seconds": 1.0, "parameters": 10}
+
+    monkeypatch.setattr(ablate, "run_one", fake_run)
+    monkeypatch.setattr(ablate, "ProcessPoolExecutor", SerialExecutor)
+    monkeypatch.setattr(ablate, "plot", lambda *args, **kwargs: None)
+    monkeypatch.setattr("sys.argv", ["ablate.py", "--study", str(study_path), "--output-dir", str(output_dir),
+                                     "--runs-dir", str(tmp_path / "runs"), "--resume", "--jobs", "1"])
+    ablate.main()
+    assert launched == [("learned [concat]", 2)]
 
 
 def test_holm_matches_the_step_down_definition():
