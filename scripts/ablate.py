@@ -26,7 +26,9 @@ the paired test pairs them.
 
 A study may ask for follow-up configurations chosen from the first stage's results (`"expand"`):
 `best_absolute_fusions: k` reruns the k best absolute encodings (under `add`) with `concat` and `gated`;
-`best_combination: true` adds the best absolute with the best relative encoding.
+`best_combination: true` adds the best absolute with the best relative encoding. The follow-up stage is chosen once:
+a resumed study that already has follow-up runs (e.g. `--seeds 10 --resume`) keeps those configurations rather than
+re-choosing them on the extra seeds.
 """
 
 import argparse
@@ -233,6 +235,22 @@ def expand(study: dict, summary: list[dict]) -> list[dict]:
     return [settings for settings in extra if configuration_name(settings) not in grid]
 
 
+def follow_up_settings(name: str) -> dict:
+    """The settings of a follow-up configuration from its name: `X [fusion]` or `X+Y` (the only forms `expand` makes)."""
+    if name.endswith("]"):
+        absolute, fusion = name[:-1].split(" [")
+        return {"absolute_position_encoding": absolute, "position_fusion": fusion}
+    absolute, relative = name.split("+")
+    return {"absolute_position_encoding": absolute, "relative_position_encoding": relative}
+
+
+def earlier_follow_up(study: dict, rows: list[dict]) -> list[dict]:
+    """The follow-up configurations a resumed study already ran, in first-run order."""
+    grid = {configuration_name(settings) for settings in study["grid"]}
+    names = dict.fromkeys(row["configuration"] for row in rows if row["configuration"] not in grid)
+    return [follow_up_settings(name) for name in names]
+
+
 def machine_description() -> str:
     import torch
 
@@ -317,7 +335,7 @@ def main():
                 write_outputs()
             if not expanded:
                 expanded = True
-                follow_up = expand(study, write_outputs()[1])
+                follow_up = earlier_follow_up(study, rows) or expand(study, write_outputs()[1])
                 if follow_up:
                     study["grid"] = study["grid"] + follow_up
                     stages.append(follow_up)

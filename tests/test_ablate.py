@@ -106,6 +106,45 @@ def test_resume_finishes_a_follow_up_stage_stopped_part_way(tmp_path, monkeypatc
     assert launched == [("learned [concat]", 2)]
 
 
+def test_more_seeds_keep_the_follow_up_stage_chosen_first(tmp_path, monkeypatch):
+    # Seeds 1-2 chose learned's fusions; seed 3 makes sinusoidal the best absolute. The stage must not be re-chosen.
+    study = {"study": "s", "recipe": "uea", "baseline": "sinusoidal", "seeds": 3,
+             "grid": [{"absolute_position_encoding": "sinusoidal"}, {"absolute_position_encoding": "learned"},
+                      {"absolute_position_encoding": "none", "relative_position_encoding": "rope"}],
+             "expand": {"best_absolute_fusions": 1, "best_combination": True}}
+    study_path = tmp_path / "study.json"
+    study_path.write_text(json.dumps(study))
+    output_dir = tmp_path / "results"
+    output_dir.mkdir()
+    with open(output_dir / "runs.csv", "w") as handle:
+        handle.write(",".join(ablate.RUN_FIELDS) + "\n")
+        for name in ("sinusoidal", "learned", "rope", "learned [concat]", "learned [gated]", "learned+rope"):
+            for seed in (1, 2):
+                handle.write(f"{name},{seed},{0.91 if name == 'learned' else 0.9},0.1,1.0,10\n")
+    launched = []
+
+    def fake_run(study, settings, seed, runs_dir):
+        launched.append((ablate.configuration_name(settings), seed))
+        return {"configuration": ablate.configuration_name(settings), "seed": seed,
+                "score": 0.99 if settings.get("absolute_position_encoding") == "sinusoidal" else 0.5,
+                "train_loss": 0.1, "seconds": 1.0, "parameters": 10}
+
+    monkeypatch.setattr(ablate, "run_one", fake_run)
+    monkeypatch.setattr(ablate, "ProcessPoolExecutor", SerialExecutor)
+    monkeypatch.setattr(ablate, "plot", lambda *args, **kwargs: None)
+    monkeypatch.setattr("sys.argv", ["ablate.py", "--study", str(study_path), "--output-dir", str(output_dir),
+                                     "--runs-dir", str(tmp_path / "runs"), "--resume", "--jobs", "1"])
+    ablate.main()
+    assert launched == [("sinusoidal", 3), ("learned", 3), ("rope", 3),
+                        ("learned [concat]", 3), ("learned [gated]", 3), ("learned+rope", 3)]
+
+
+def test_follow_up_names_parse_back_to_their_settings():
+    for settings in ({"absolute_position_encoding": "dynamic", "position_fusion": "gated"},
+                     {"absolute_position_encoding": "learned", "relative_position_encoding": "time_rope"}):
+        assert ablate.follow_up_settings(ablate.configuration_name(settings)) == settings
+
+
 def test_holm_matches_the_step_down_definition():
     adjusted = ablate.holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": float("nan"), "e": 0.5})
     # m = 4 tested: 0.01 * 4 = 0.04; 0.03 * 3 = 0.09; 0.04 * 2 = 0.08 -> raised to 0.09 (monotone); 0.5 * 1 = 0.5.
