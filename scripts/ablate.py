@@ -286,7 +286,8 @@ def main():
     parser.add_argument("--study", required=True, help="a study JSON (configuration/ablation_*.json)")
     parser.add_argument("--seeds", type=int, help="number of seeds, 1..N (default: the study's)")
     parser.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1)), help="parallel training processes")
-    parser.add_argument("--only", nargs="*", help="configuration names to run (default: the whole grid)")
+    parser.add_argument("--only", nargs="*", help="configuration names to run: grid entries, or follow-ups a resumed "
+                        "study already chose (default: the whole grid, then the follow-up stage)")
     parser.add_argument("--output-dir", help="default: docs/results/<study>")
     parser.add_argument("--runs-dir", help="default: outputs/ablation/<study>")
     parser.add_argument("--resume", action="store_true", help="keep runs already in runs.csv (and add their wall time)")
@@ -318,7 +319,11 @@ def main():
         plot(summary, rows, metric, study["study"], output_dir / "summary.png")
         return table, summary
 
-    stages = [[s for s in study["grid"] if not args.only or configuration_name(s) in args.only]]
+    candidates = study["grid"] + (earlier_follow_up(study, rows) if args.only else [])
+    stages = [[s for s in candidates if not args.only or configuration_name(s) in args.only]]
+    unknown = sorted(set(args.only or []) - {configuration_name(s) for s in candidates})
+    if unknown:
+        raise SystemExit(f"--only: {unknown} are neither in the grid of {args.study} nor follow-ups it already ran.")
     expanded = bool(args.only)
     with ProcessPoolExecutor(max_workers=args.jobs, initializer=quiet_worker) as pool:
         while stages:

@@ -139,6 +139,38 @@ def test_more_seeds_keep_the_follow_up_stage_chosen_first(tmp_path, monkeypatch)
                         ("learned [concat]", 3), ("learned [gated]", 3), ("learned+rope", 3)]
 
 
+def test_only_reaches_follow_ups_already_chosen_and_refuses_unknown_names(tmp_path, monkeypatch):
+    study = {"study": "s", "recipe": "uea", "baseline": "sinusoidal", "seeds": 2,
+             "grid": [{"absolute_position_encoding": "sinusoidal"}, {"absolute_position_encoding": "learned"}],
+             "expand": {"best_absolute_fusions": 1}}
+    study_path = tmp_path / "study.json"
+    study_path.write_text(json.dumps(study))
+    output_dir = tmp_path / "results"
+    output_dir.mkdir()
+    with open(output_dir / "runs.csv", "w") as handle:
+        handle.write(",".join(ablate.RUN_FIELDS) + "\n")
+        for name in ("sinusoidal", "learned", "learned [concat]", "learned [gated]"):
+            handle.write(f"{name},1,0.9,0.1,1.0,10\n")
+    launched = []
+
+    def fake_run(study, settings, seed, runs_dir):
+        launched.append((ablate.configuration_name(settings), seed))
+        return {"configuration": ablate.configuration_name(settings), "seed": seed, "score": 0.9, "train_loss": 0.1,
+                "seconds": 1.0, "parameters": 10}
+
+    monkeypatch.setattr(ablate, "run_one", fake_run)
+    monkeypatch.setattr(ablate, "ProcessPoolExecutor", SerialExecutor)
+    monkeypatch.setattr(ablate, "plot", lambda *args, **kwargs: None)
+    arguments = ["ablate.py", "--study", str(study_path), "--output-dir", str(output_dir), "--runs-dir",
+                 str(tmp_path / "runs"), "--resume", "--jobs", "1", "--only"]
+    monkeypatch.setattr("sys.argv", arguments + ["sinusoidal", "learned [concat]"])
+    ablate.main()
+    assert launched == [("sinusoidal", 2), ("learned [concat]", 2)]
+    monkeypatch.setattr("sys.argv", arguments + ["sinusoidal [concat]"])
+    with pytest.raises(SystemExit, match="sinusoidal \\[concat\\]"):
+        ablate.main()
+
+
 def test_follow_up_names_parse_back_to_their_settings():
     for settings in ({"absolute_position_encoding": "dynamic", "position_fusion": "gated"},
                      {"absolute_position_encoding": "learned", "relative_position_encoding": "time_rope"}):
