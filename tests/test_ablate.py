@@ -75,100 +75,62 @@ class SerialExecutor:
         return future
 
 
-def test_resume_finishes_a_follow_up_stage_stopped_part_way(tmp_path, monkeypatch):
-    study = {"study": "s", "recipe": "uea", "baseline": "sinusoidal", "seeds": 2,
-             "grid": [{"absolute_position_encoding": "sinusoidal"}, {"absolute_position_encoding": "learned"}],
-             "expand": {"best_absolute_fusions": 1}}
-    study_path = tmp_path / "study.json"
-    study_path.write_text(json.dumps(study))
-    finished = [("sinusoidal", 1), ("sinusoidal", 2), ("learned", 1), ("learned", 2), ("learned [concat]", 1),
-                ("learned [gated]", 1), ("learned [gated]", 2)]
-    output_dir = tmp_path / "results"
-    output_dir.mkdir()
+def resume(tmp_path, monkeypatch, study, finished, *options, score=lambda settings: 0.9):
+    """Run `ablate.py --resume` on a study whose runs.csv holds `finished` ((name, seed, score) rows), with training
+    replaced by `score`; returns the (configuration, seed) pairs it launched, in order."""
+    study_path, output_dir = tmp_path / "study.json", tmp_path / "results"
+    study_path.write_text(json.dumps({"study": "s", "recipe": "uea", "baseline": "sinusoidal", **study}))
+    output_dir.mkdir(exist_ok=True)
     with open(output_dir / "runs.csv", "w") as handle:
         handle.write(",".join(ablate.RUN_FIELDS) + "\n")
-        for name, seed in finished:
-            score = 0.9 + 0.01 * (name == "learned") + 0.001 * seed
-            handle.write(f"{name},{seed},{score},0.1,1.0,10\n")
+        handle.writelines(f"{name},{seed},{value},0.1,1.0,10\n" for name, seed, value in finished)
     launched = []
 
     def fake_run(study, settings, seed, runs_dir):
         launched.append((ablate.configuration_name(settings), seed))
-        return {"configuration": ablate.configuration_name(settings), "seed": seed, "score": 0.9, "train_loss": 0.1,
-                "seconds": 1.0, "parameters": 10}
-
-    monkeypatch.setattr(ablate, "run_one", fake_run)
-    monkeypatch.setattr(ablate, "ProcessPoolExecutor", SerialExecutor)
-    monkeypatch.setattr(ablate, "plot", lambda *args, **kwargs: None)
-    monkeypatch.setattr("sys.argv", ["ablate.py", "--study", str(study_path), "--output-dir", str(output_dir),
-                                     "--runs-dir", str(tmp_path / "runs"), "--resume", "--jobs", "1"])
-    ablate.main()
-    assert launched == [("learned [concat]", 2)]
-
-
-def test_more_seeds_keep_the_follow_up_stage_chosen_first(tmp_path, monkeypatch):
-    # Seeds 1-2 chose learned's fusions; seed 3 makes sinusoidal the best absolute. The stage must not be re-chosen.
-    study = {"study": "s", "recipe": "uea", "baseline": "sinusoidal", "seeds": 3,
-             "grid": [{"absolute_position_encoding": "sinusoidal"}, {"absolute_position_encoding": "learned"},
-                      {"absolute_position_encoding": "none", "relative_position_encoding": "rope"}],
-             "expand": {"best_absolute_fusions": 1, "best_combination": True}}
-    study_path = tmp_path / "study.json"
-    study_path.write_text(json.dumps(study))
-    output_dir = tmp_path / "results"
-    output_dir.mkdir()
-    with open(output_dir / "runs.csv", "w") as handle:
-        handle.write(",".join(ablate.RUN_FIELDS) + "\n")
-        for name in ("sinusoidal", "learned", "rope", "learned [concat]", "learned [gated]", "learned+rope"):
-            for seed in (1, 2):
-                handle.write(f"{name},{seed},{0.91 if name == 'learned' else 0.9},0.1,1.0,10\n")
-    launched = []
-
-    def fake_run(study, settings, seed, runs_dir):
-        launched.append((ablate.configuration_name(settings), seed))
-        return {"configuration": ablate.configuration_name(settings), "seed": seed,
-                "score": 0.99 if settings.get("absolute_position_encoding") == "sinusoidal" else 0.5,
+        return {"configuration": ablate.configuration_name(settings), "seed": seed, "score": score(settings),
                 "train_loss": 0.1, "seconds": 1.0, "parameters": 10}
 
     monkeypatch.setattr(ablate, "run_one", fake_run)
     monkeypatch.setattr(ablate, "ProcessPoolExecutor", SerialExecutor)
     monkeypatch.setattr(ablate, "plot", lambda *args, **kwargs: None)
     monkeypatch.setattr("sys.argv", ["ablate.py", "--study", str(study_path), "--output-dir", str(output_dir),
-                                     "--runs-dir", str(tmp_path / "runs"), "--resume", "--jobs", "1"])
+                                     "--runs-dir", str(tmp_path / "runs"), "--resume", "--jobs", "1", *options])
     ablate.main()
+    return launched
+
+
+SINUSOIDAL_AND_LEARNED = {"grid": [{"absolute_position_encoding": "sinusoidal"}, {"absolute_position_encoding": "learned"}],
+                          "expand": {"best_absolute_fusions": 1}}
+
+
+def test_resume_finishes_a_follow_up_stage_stopped_part_way(tmp_path, monkeypatch):
+    finished = [("sinusoidal", 1, 0.9), ("sinusoidal", 2, 0.9), ("learned", 1, 0.91), ("learned", 2, 0.91),
+                ("learned [concat]", 1, 0.9), ("learned [gated]", 1, 0.9), ("learned [gated]", 2, 0.9)]
+    launched = resume(tmp_path, monkeypatch, {**SINUSOIDAL_AND_LEARNED, "seeds": 2}, finished)
+    assert launched == [("learned [concat]", 2)]
+
+
+def test_more_seeds_keep_the_follow_up_stage_chosen_first(tmp_path, monkeypatch):
+    # Seeds 1-2 chose learned's fusions; seed 3 makes sinusoidal the best absolute. The stage must not be re-chosen.
+    study = {"seeds": 3, "grid": SINUSOIDAL_AND_LEARNED["grid"] + [
+        {"absolute_position_encoding": "none", "relative_position_encoding": "rope"}],
+        "expand": {"best_absolute_fusions": 1, "best_combination": True}}
+    finished = [(name, seed, 0.91 if name == "learned" else 0.9) for seed in (1, 2)
+                for name in ("sinusoidal", "learned", "rope", "learned [concat]", "learned [gated]", "learned+rope")]
+    launched = resume(tmp_path, monkeypatch, study, finished,
+                      score=lambda settings: 0.99 if settings.get("absolute_position_encoding") == "sinusoidal" else 0.5)
     assert launched == [("sinusoidal", 3), ("learned", 3), ("rope", 3),
                         ("learned [concat]", 3), ("learned [gated]", 3), ("learned+rope", 3)]
 
 
 def test_only_reaches_follow_ups_already_chosen_and_refuses_unknown_names(tmp_path, monkeypatch):
-    study = {"study": "s", "recipe": "uea", "baseline": "sinusoidal", "seeds": 2,
-             "grid": [{"absolute_position_encoding": "sinusoidal"}, {"absolute_position_encoding": "learned"}],
-             "expand": {"best_absolute_fusions": 1}}
-    study_path = tmp_path / "study.json"
-    study_path.write_text(json.dumps(study))
-    output_dir = tmp_path / "results"
-    output_dir.mkdir()
-    with open(output_dir / "runs.csv", "w") as handle:
-        handle.write(",".join(ablate.RUN_FIELDS) + "\n")
-        for name in ("sinusoidal", "learned", "learned [concat]", "learned [gated]"):
-            handle.write(f"{name},1,0.9,0.1,1.0,10\n")
-    launched = []
-
-    def fake_run(study, settings, seed, runs_dir):
-        launched.append((ablate.configuration_name(settings), seed))
-        return {"configuration": ablate.configuration_name(settings), "seed": seed, "score": 0.9, "train_loss": 0.1,
-                "seconds": 1.0, "parameters": 10}
-
-    monkeypatch.setattr(ablate, "run_one", fake_run)
-    monkeypatch.setattr(ablate, "ProcessPoolExecutor", SerialExecutor)
-    monkeypatch.setattr(ablate, "plot", lambda *args, **kwargs: None)
-    arguments = ["ablate.py", "--study", str(study_path), "--output-dir", str(output_dir), "--runs-dir",
-                 str(tmp_path / "runs"), "--resume", "--jobs", "1", "--only"]
-    monkeypatch.setattr("sys.argv", arguments + ["sinusoidal", "learned [concat]"])
-    ablate.main()
+    study = {**SINUSOIDAL_AND_LEARNED, "seeds": 2}
+    finished = [(name, 1, 0.9) for name in ("sinusoidal", "learned", "learned [concat]", "learned [gated]")]
+    launched = resume(tmp_path, monkeypatch, study, finished, "--only", "sinusoidal", "learned [concat]")
     assert launched == [("sinusoidal", 2), ("learned [concat]", 2)]
-    monkeypatch.setattr("sys.argv", arguments + ["sinusoidal [concat]"])
     with pytest.raises(SystemExit, match="sinusoidal \\[concat\\]"):
-        ablate.main()
+        resume(tmp_path, monkeypatch, study, finished, "--only", "sinusoidal [concat]")
 
 
 def test_follow_up_names_parse_back_to_their_settings():
