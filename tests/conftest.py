@@ -1,5 +1,6 @@
 """Shared builders for small PosAttn configs and packed batches."""
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -12,7 +13,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import modeling_posattn  # noqa: E402  (registers the Auto classes)
 from modeling_posattn import PosAttnConfig, PosAttnProcessor  # noqa: E402
 
-DATA_DIR = Path(os.environ.get("POSATTN_DATA_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("POSATTN_DATA_DIR", ROOT.parent / "shared" / "data"))
+
+
+def load_script(path: Path):
+    """Import a file that is not in a package (scripts/*.py, fixture generators) as a module."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 # Names deliberately not in alphabetical order: the modality order must survive config.json's sorted keys.
 MODALITIES = {

@@ -1,7 +1,6 @@
 """scripts/ablate.py: naming, the run overrides, the paired test, Holm's correction, follow-up expansion, and one real
 (tiny) run through `posattn-train`."""
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -10,10 +9,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ablate.py"
-spec = importlib.util.spec_from_file_location("ablate", SCRIPT)
-ablate = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ablate)
+from conftest import ROOT, load_script
+
+SCRIPT = ROOT / "scripts" / "ablate.py"
+ablate = load_script(SCRIPT)
 
 
 def test_configuration_names():

@@ -1,18 +1,13 @@
 """scripts/benchmark_bias_backward.py: the measured candidate (flash kernel + own bias gradient) is exact, so its timing
 compares like with like."""
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, load_script
 
 
 def test_flash_with_bias_gradient_matches_the_math_path():
-    spec = importlib.util.spec_from_file_location("benchmark_bias_backward", ROOT / "scripts" / "benchmark_bias_backward.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(ROOT / "scripts" / "benchmark_bias_backward.py")
     torch.manual_seed(0)
     query, key, value = (torch.randn(2, 3, 40, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
     bias = torch.randn(2, 3, 40, 40, dtype=torch.float64, requires_grad=True)

@@ -1,19 +1,13 @@
 """scripts/benchmark_main_job.py: tokens/s from Trainer's runtime, ratios paired by seed, the token count of the data."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("benchmark_main_job", ROOT / "scripts" / "benchmark_main_job.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "scripts" / "benchmark_main_job.py")
 
 
 def run(variant, seed, runtime, accuracy):

@@ -3,23 +3,19 @@
 import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import ROOT, load_script
 from modeling_posattn.toolkit.data.uea import load_uea
 
-ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "uea"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("benchmark_quality", ROOT / "scripts" / "benchmark_quality.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "scripts" / "benchmark_quality.py")
 
 
 def test_rocket_input_is_the_modalities_channels_padded_with_the_last_value(bench):

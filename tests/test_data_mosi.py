@@ -1,6 +1,5 @@
 """CMU-MOSI loader on a tiny generated stand-in of MulT's `mosi_data_noalign.pkl` (tests/fixtures/mosi_fixture.pkl)."""
 
-import importlib.util
 import pickle
 from pathlib import Path
 
@@ -8,6 +7,7 @@ import numpy as np
 import pytest
 
 from _loader_checks import assert_processor_layout, assert_trains
+from conftest import load_script
 from modeling_posattn.toolkit.data import load_builtin_dataset
 from modeling_posattn.toolkit.data.mosi import load_mosi, strip_padding
 
@@ -17,10 +17,7 @@ SPLITS = {"train": "train", "valid": "validation", "test": "test"}
 
 
 def generator():
-    spec = importlib.util.spec_from_file_location("make_mosi_fixture", FIXTURES / "make_mosi_fixture.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(FIXTURES / "make_mosi_fixture.py")
 
 
 @pytest.fixture(scope="module")
