@@ -5,6 +5,7 @@ paired tests against a baseline and Holm's correction for the many comparisons.
     python scripts/ablate.py --study configuration/ablation_natops.json --jobs 2
     python scripts/ablate.py --study configuration/ablation_natops_multirate.json --seeds 5 --jobs 2
     python scripts/ablate.py --study configuration/ablation_natops.json --seeds 10 --only dynamic sinusoidal --resume
+    python scripts/ablate.py --study configuration/ablation_av_digits.json --compare "learned [concat]:learned"
 
 A study file names a training recipe (`"recipe": "uea"`: `configuration/uea.json`, or a path) and the grid. Every
 (configuration, seed) is exactly `posattn-train --config RECIPE --seed S` with the configuration's three encoding
@@ -251,6 +252,27 @@ def earlier_follow_up(study: dict, rows: list[dict]) -> list[dict]:
     return [follow_up_settings(name) for name in names]
 
 
+def compare(rows: list[dict], pairs: list[str]) -> str:
+    """Paired tests between any two configurations of a finished table (`A:B` is A minus B), with Holm's correction
+    over the pairs asked for: for questions the baseline column does not answer, such as a fusion against `add` on the
+    same encoding. Nothing is trained."""
+    scores = {}
+    for row in rows:
+        scores.setdefault(row["configuration"], {})[row["seed"]] = row["score"]
+    tests = {}
+    for pair in pairs:
+        first, _, second = pair.partition(":")
+        missing = [name for name in (first, second) if name not in scores]
+        if missing:
+            raise SystemExit(f"--compare {pair!r}: no runs of {missing} in runs.csv (expected 'A:B' with A, B among {sorted(scores)}).")
+        tests[pair] = paired_test(scores[first], scores[second])
+    adjusted = holm({pair: test["p"] for pair, test in tests.items()})
+    lines = ["| A:B | Δ = A - B [95% CI] | n | p | p (Holm over these) |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {pair} | {t['difference']:+.3f} [{t['ci_low']:+.3f}, {t['ci_high']:+.3f}] | {t['n']} | "
+              f"{format_p(t['p'])} | {format_p(adjusted[pair])} |" for pair, t in tests.items()]
+    return "\n".join(lines)
+
+
 def machine_description() -> str:
     import torch
 
@@ -291,9 +313,14 @@ def main():
     parser.add_argument("--output-dir", help="default: docs/results/<study>")
     parser.add_argument("--runs-dir", help="default: outputs/ablation/<study>")
     parser.add_argument("--resume", action="store_true", help="keep runs already in runs.csv (and add their wall time)")
+    parser.add_argument("--compare", nargs="+", metavar="A:B", help="print paired tests between configurations of the "
+                        "study's runs.csv (A minus B, Holm over the pairs given) and exit; trains nothing")
     args = parser.parse_args()
 
     study = load_study(args.study)
+    if args.compare:
+        print(compare(read_runs(Path(args.output_dir or f"docs/results/{study['study']}") / "runs.csv"), args.compare))
+        return
     seeds = list(range(1, (args.seeds or study.get("seeds", 5)) + 1))
     output_dir = Path(args.output_dir or f"docs/results/{study['study']}")
     runs_dir = Path(args.runs_dir or f"outputs/ablation/{study['study']}")

@@ -132,6 +132,19 @@ def test_only_reaches_follow_ups_already_chosen_and_refuses_unknown_names(tmp_pa
         resume(tmp_path, monkeypatch, study, finished, "--only", "sinusoidal [concat]")
 
 
+def test_compare_pairs_any_two_configurations_with_holm_over_the_pairs():
+    rows = [{"configuration": name, "seed": seed, "score": base + 0.01 * seed * (name == "a [concat]")}
+            for seed in range(1, 6) for name, base in (("a", 0.8), ("a [concat]", 0.82), ("b", 0.85))]
+    rows[0]["score"] += 0.003
+    table = ablate.compare(rows, ["a [concat]:a", "b:a"])
+    expected = ablate.paired_test({r["seed"]: r["score"] for r in rows if r["configuration"] == "a [concat]"},
+                                  {r["seed"]: r["score"] for r in rows if r["configuration"] == "a"})
+    first = next(line for line in table.splitlines() if line.startswith("| a [concat]:a"))
+    assert f"{expected['difference']:+.3f}" in first and "| 5 |" in first
+    with pytest.raises(SystemExit, match="'c'"):
+        ablate.compare(rows, ["c:a"])
+
+
 def test_follow_up_names_parse_back_to_their_settings():
     for settings in ({"absolute_position_encoding": "dynamic", "position_fusion": "gated"},
                      {"absolute_position_encoding": "learned", "relative_position_encoding": "time_rope"}):
