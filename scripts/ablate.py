@@ -318,11 +318,11 @@ def main():
     args = parser.parse_args()
 
     study = load_study(args.study)
+    output_dir = Path(args.output_dir or f"docs/results/{study['study']}")
     if args.compare:
-        print(compare(read_runs(Path(args.output_dir or f"docs/results/{study['study']}") / "runs.csv"), args.compare))
+        print(compare(read_runs(output_dir / "runs.csv"), args.compare))
         return
     seeds = list(range(1, (args.seeds or study.get("seeds", 5)) + 1))
-    output_dir = Path(args.output_dir or f"docs/results/{study['study']}")
     runs_dir = Path(args.runs_dir or f"outputs/ablation/{study['study']}")
     output_dir.mkdir(parents=True, exist_ok=True)
     metric = study.get("metric", "accuracy")
