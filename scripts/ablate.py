@@ -154,10 +154,20 @@ def format_p(p: float) -> str:
     return "–" if math.isnan(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def summarise(rows: list[dict], study: dict, metric: str, wall_seconds: float, machine: str) -> tuple[str, list[dict]]:
+def scores_by_configuration(rows: list[dict]) -> dict[str, dict[int, float]]:
+    """{configuration: {seed: score}} from runs.csv rows."""
     by_configuration: dict[str, dict[int, float]] = {}
     for row in rows:
         by_configuration.setdefault(row["configuration"], {})[row["seed"]] = row["score"]
+    return by_configuration
+
+
+def format_difference(test: dict) -> str:
+    return f"{test['difference']:+.3f} [{test['ci_low']:+.3f}, {test['ci_high']:+.3f}]"
+
+
+def summarise(rows: list[dict], study: dict, metric: str, wall_seconds: float, machine: str) -> tuple[str, list[dict]]:
+    by_configuration = scores_by_configuration(rows)
     baseline_name = study["baseline"]
     baseline = by_configuration.get(baseline_name, {})
     summary = []
@@ -188,7 +198,7 @@ def summarise(rows: list[dict], study: dict, metric: str, wall_seconds: float, m
     for entry in summary:
         test = entry.get("vs_baseline")
         delta = "baseline" if entry["configuration"] == baseline_name else (
-            f"{test['difference']:+.3f} [{test['ci_low']:+.3f}, {test['ci_high']:+.3f}]" if test else "–")
+            format_difference(test) if test else "–")
         p_value, p_holm = (format_p(test[key]) if test else "–" for key in ("p", "p_holm"))
         lines.append(f"| {entry['configuration']} | {entry['mean']:.3f} ± {entry['std']:.3f} | {entry['n']} | "
                      f"{entry['min']:.3f}–{entry['max']:.3f} | {delta} | {p_value} | {p_holm} | {entry['median_seconds']:.0f} |")
@@ -256,9 +266,7 @@ def compare(rows: list[dict], pairs: list[str]) -> str:
     """Paired tests between any two configurations of a finished table (`A:B` is A minus B), with Holm's correction
     over the pairs asked for: for questions the baseline column does not answer, such as a fusion against `add` on the
     same encoding. Nothing is trained."""
-    scores = {}
-    for row in rows:
-        scores.setdefault(row["configuration"], {})[row["seed"]] = row["score"]
+    scores = scores_by_configuration(rows)
     tests = {}
     for pair in pairs:
         first, _, second = pair.partition(":")
@@ -268,8 +276,8 @@ def compare(rows: list[dict], pairs: list[str]) -> str:
         tests[pair] = paired_test(scores[first], scores[second])
     adjusted = holm({pair: test["p"] for pair, test in tests.items()})
     lines = ["| A:B | Δ = A - B [95% CI] | n | p | p (Holm over these) |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {pair} | {t['difference']:+.3f} [{t['ci_low']:+.3f}, {t['ci_high']:+.3f}] | {t['n']} | "
-              f"{format_p(t['p'])} | {format_p(adjusted[pair])} |" for pair, t in tests.items()]
+    lines += [f"| {pair} | {format_difference(t)} | {t['n']} | {format_p(t['p'])} | {format_p(adjusted[pair])} |"
+              for pair, t in tests.items()]
     return "\n".join(lines)
 
 
