@@ -11,6 +11,7 @@ from transformers.utils import is_torchdynamo_compiling
 
 from .configuration_posattn import MAX_FEATURE_MAGNITUDE, PosAttnConfig
 from .positional_encodings import TokenPositions, default_position_ids, default_timestamps, modality_one_hot
+from .stems import token_feature_dim
 
 
 def _check_layout(name: str, tensor: torch.Tensor | None, shape: tuple[int, ...], kinds: str, hint: str = "") -> None:
@@ -89,7 +90,8 @@ def resolve_token_positions(
     token_modality = modality_ids.clamp(0, num_modalities - 1)
     # `take` gathers from a flat table several times faster than advanced indexing on CPU
     vocab = torch.tensor([spec.get("vocab_size") or 0 for spec in specs], device=device).take(token_modality)
-    width = torch.tensor([spec.get("input_dim") or 0 for spec in specs], device=device).take(token_modality)
+    # a token's packed width: `stride * input_dim` (a strided stem packs `stride` frames into one token)
+    width = torch.tensor([token_feature_dim(spec) for spec in specs], device=device).take(token_modality)
     real = mask & in_range
     is_token, is_feature = real & (vocab > 0), real & (width > 0)
     problems = {
@@ -146,7 +148,7 @@ def feature_peaks(input_values: torch.Tensor, width: torch.Tensor, specs: list[d
     if input_values.shape[-1] == 0:
         return input_values.new_zeros(input_values.shape[:2])
     magnitudes = input_values.abs()
-    widths = {spec["input_dim"] for spec in specs if spec.get("input_dim") is not None}
+    widths = {token_feature_dim(spec) for spec in specs if spec.get("input_dim") is not None}
     if widths != {input_values.shape[-1]}:
         unused = torch.arange(input_values.shape[-1], device=input_values.device) >= width.unsqueeze(-1)
         magnitudes = magnitudes.masked_fill(unused, 0)
