@@ -286,7 +286,7 @@ class PosAttnEmbeddings(nn.Module):
         """`(B, L, H)`: every token's stem output (or token embedding), normalised per modality when `unit_scale`."""
         modality_ids = positions.modality_ids
         weight = self.modality_embedding.weight
-        content = weight.new_zeros(*modality_ids.shape, weight.shape[-1])
+        parts = []
         # Every modality's module runs over the whole packed sequence and zeroes what is not its own: no boolean
         # indexing, so no data-dependent shapes (torch.compile and torch.export trace one graph) and no host sync.
         for index, module in enumerate(self.content):
@@ -295,12 +295,16 @@ class PosAttnEmbeddings(nn.Module):
                 if input_ids is not None:
                     # other modalities' positions hold arbitrary ids: clamp them into the table, then drop them
                     ids = input_ids.clamp(0, module.num_embeddings - 1)
-                    content = content + torch.where(selected[..., None], module(ids), 0.0)
+                    parts.append(torch.where(selected[..., None], module(ids), 0.0))
             elif input_values is not None:
-                content = content + module(input_values.to(weight.dtype), selected)
+                parts.append(module(input_values.to(weight.dtype), selected))
+        content = sum(parts[1:], parts[0]) if parts else weight.new_zeros(*modality_ids.shape, weight.shape[-1])
         if self.unit_scale:
-            content = nn.functional.layer_norm(content, content.shape[-1:], eps=self.layer_norm_eps)
-            content = content * self.content_norm_weight[modality_ids] + self.content_norm_bias[modality_ids]
+            # a LayerNorm whose affine is the token's modality's, gathered as embedding rows (index_select, several
+            # times faster on CPU than advanced indexing)
+            scale = nn.functional.embedding(modality_ids, self.content_norm_weight)
+            shift = nn.functional.embedding(modality_ids, self.content_norm_bias)
+            content = nn.functional.layer_norm(content, content.shape[-1:], eps=self.layer_norm_eps) * scale + shift
         return content
 
     def forward(
@@ -316,7 +320,8 @@ class PosAttnEmbeddings(nn.Module):
         if mask_positions is not None:
             # Masked-reconstruction pretraining: a masked token keeps its modality and position but its content is the
             # modality's learned mask embedding (wav2vec 2.0's `masked_spec_embed`), not zeros.
-            content = torch.where(mask_positions[..., None], mask_embedding[modality_ids].to(content.dtype), content)
+            masked = nn.functional.embedding(modality_ids, mask_embedding).to(content.dtype)
+            content = torch.where(mask_positions[..., None], masked, content)
         hidden_states = content + self.modality_embedding(modality_ids)
         if self.position_encoding is not None:
             encoding = self.position_encoding(hidden_states, positions)

@@ -68,7 +68,7 @@ def default_timestamps(
     """
     device = position_ids.device
     num_modalities = len(sampling_rates)
-    rate = torch.tensor([r or 0.0 for r in sampling_rates], dtype=torch.float64, device=device)[modality_ids]
+    rate = torch.tensor([r or 0.0 for r in sampling_rates], dtype=torch.float64, device=device).take(modality_ids)
     clocked = rate > 0
     position = position_ids.double()
     clocked_time = position / rate.clamp_min(1e-12)
@@ -170,7 +170,7 @@ class ConditionalPositionEncoding(nn.Module):
 
     def forward(self, content: torch.Tensor, positions: TokenPositions) -> torch.Tensor:
         modality_ids, position_ids = positions.modality_ids, positions.position_ids
-        encoding = self.bias[modality_ids]
+        encoding = nn.functional.embedding(modality_ids, self.bias)
         for offset in range(-self.radius, self.radius + 1):
             neighbour_is_real = (
                 self._shift(positions.mask, offset, False)
@@ -178,7 +178,7 @@ class ConditionalPositionEncoding(nn.Module):
                 & (self._shift(position_ids, offset, -1) == position_ids + offset)
             )
             neighbour = self._shift(content, offset, 0.0) * neighbour_is_real.unsqueeze(-1)
-            encoding = encoding + self.weight[:, offset + self.radius][modality_ids] * neighbour
+            encoding = encoding + nn.functional.embedding(modality_ids, self.weight[:, offset + self.radius]) * neighbour
         return encoding
 
 
@@ -208,7 +208,7 @@ class MultiScalePositionEncoding(nn.Module):
 
     def forward(self, content: torch.Tensor, positions: TokenPositions) -> torch.Tensor:
         angles = positions.timestamps.float().unsqueeze(-1) * self.angular_frequencies
-        gain = self.gain[positions.modality_ids]
+        gain = nn.functional.embedding(positions.modality_ids, self.gain)
         encoding = torch.cat((gain * angles.sin(), gain * angles.cos()), dim=-1).to(content.dtype)
         return self.projection(encoding) if self.projection is not None else encoding
 

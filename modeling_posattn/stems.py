@@ -5,9 +5,9 @@ Linear per modality). Every stem has a `stride` s (default 1): the processor gro
 modality into one token (the s frames concatenated, `s * input_dim` floats, the last group zero-filled), so the packed
 layout the model sees is always in post-stem tokens. A stem maps `(batch, seq_len, s * input_dim)` packed token
 features and the modality's token mask `(batch, seq_len)` to `(batch, seq_len, hidden_size)`, zero at every position
-that is not a real token of its modality. All stems run over the whole packed sequence and multiply by the mask
+that is not a real token of its modality. All stems run over the whole packed sequence and mask with `torch.where`
 instead of selecting tokens (no boolean indexing, no host sync); other modalities and padding then behave exactly like
-zero padding.
+zero padding, whatever they hold (a product with the mask would turn a NaN there into NaN outputs and gradients).
 
 - `linear`: $e_j = W [x_{js}; \dots; x_{js+s-1}] + b$ (one Linear over the token's frames).
 - `conv`: temporal convolution shared over channels, then a strided spatial convolution that mixes all channels and
@@ -78,6 +78,11 @@ def validate_stem_spec(name: str, spec: dict[str, Any]) -> None:
             )
 
 
+def own_frames(values: torch.Tensor, selected: torch.Tensor, in_features: int) -> torch.Tensor:
+    """The modality's `in_features` columns at its own tokens (`selected`, `(B, L, 1)` bool), zero elsewhere."""
+    return torch.where(selected, values[..., :in_features], 0.0)
+
+
 class LinearStem(nn.Linear):
     r"""One Linear over the token's frames: $e_j = W [x_{js}; \dots; x_{js+s-1}] + b$ (s = 1: today's projection).
 
@@ -88,8 +93,10 @@ class LinearStem(nn.Linear):
         super().__init__(token_feature_dim(spec), hidden_size)
 
     def forward(self, values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        output = super().forward(values[..., : self.in_features])
-        return output if mask is None else output * mask.unsqueeze(-1).to(output.dtype)
+        if mask is None:
+            return super().forward(values[..., : self.in_features])
+        selected = mask.bool().unsqueeze(-1)
+        return torch.where(selected, super().forward(own_frames(values, selected, self.in_features)), 0.0)
 
 
 class FrameLayerNorm(nn.LayerNorm):
@@ -130,7 +137,8 @@ class ConvStem(nn.Module):
         batch, length = mask.shape
         token_mask = mask.unsqueeze(-1).to(values.dtype)
         # Tokens back to frames: (B, L, s*D) -> (B, L*s, D); the token's frames are contiguous, in order.
-        frames = (values[..., : self.in_features] * token_mask).reshape(batch, length * self.stride, self.input_dim)
+        frames = own_frames(values, mask.bool().unsqueeze(-1), self.in_features)
+        frames = frames.reshape(batch, length * self.stride, self.input_dim)
         frame_mask = token_mask.repeat_interleave(self.stride, dim=1).transpose(1, 2)  # (B, 1, L*s)
         # One shared bank of F temporal filters per channel: (B*D, 1, T) -> (B, D*F, T).
         per_channel = frames.transpose(1, 2).reshape(batch * self.input_dim, 1, -1)
@@ -163,10 +171,11 @@ class PatchStem(nn.Module):
 
     def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         batch, length = mask.shape
-        images = values[..., : self.in_features].reshape(batch * length, 1, self.stride, self.input_dim)
+        selected = mask.bool().unsqueeze(-1)
+        images = own_frames(values, selected, self.in_features).reshape(batch * length, 1, self.stride, self.input_dim)
         patches = self.patch_embedding(images).flatten(2).transpose(1, 2)  # (B*L, P, F)
         patches = self.activation(self.patch_norm(patches)).reshape(batch, length, -1)
-        return self.projection(patches) * mask.unsqueeze(-1).to(values.dtype)
+        return torch.where(selected, self.projection(patches), 0.0)
 
 
 STEMS: dict[str, type[nn.Module]] = {"linear": LinearStem, "conv": ConvStem, "patch": PatchStem}

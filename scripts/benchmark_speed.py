@@ -3,7 +3,9 @@
 round alike), reported as median and min-max over rounds; peak memory in one fresh subprocess per configuration.
 
 1. Training step (forward + backward) and inference of PosAttn vs HF `BertModel` (sdpa) at equal width, depth and
-   tokens: `configuration/posattn-small.json` (hidden 64, 2 layers, 4 heads, MLP 128), 8 samples x 512 tokens.
+   tokens: `configuration/posattn-small.json` (hidden 64, 2 layers, 4 heads, MLP 128), 8 samples x 512 tokens. The
+   inference rounds also time the entry checks alone (`model.validate_inputs`, the value checks every eager forward
+   runs), so their share of a forward is measured, not guessed.
 2. Training step at 4096 tokens (one sample, hidden 128, 4 layers, 4 heads): `alibi` / `relative_bias` vs `none`,
    with the default bias path (dense up to `dense_bias_max_bytes`) and forced onto the query-blocked path.
 3. Peak memory (high-water mark of RSS, reset just before the step, minus the RSS then): inference at 16k tokens (bias encodings vs `sinusoidal`, 1 layer: an inference peak does not grow with
@@ -13,6 +15,7 @@ round alike), reported as median and min-max over rounds; peak memory in one fre
 
     python scripts/benchmark_speed.py                 # about 10 minutes on 2 shared cores
     python scripts/benchmark_speed.py --rounds 3 --skip-memory
+    python scripts/benchmark_speed.py --rounds 30 --skip-bias --skip-memory   # the BERT comparison only, ~2 minutes
 """
 
 import argparse
@@ -160,6 +163,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds for the BERT comparison")
     parser.add_argument("--bias-rounds", type=int, default=2, help="interleaved rounds at 4096 tokens")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--skip-bias", action="store_true", help="skip the 4096-token bias comparison")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--output", default="docs/results/speed")
     args = parser.parse_args()
@@ -183,9 +187,21 @@ def main():
     for mode in ("train", "inference"):
         print(f" {mode}", flush=True)
         cases = {name: step_fn(model, inputs, mode == "train") for name, (model, inputs) in models.items()}
+        if mode == "inference":
+            for name in ("sinusoidal", "multiscale+gated+time_rope (2 mod.)"):
+                model, inputs = models[name]
+                cases[f"{name}: entry checks only"] = lambda model=model, inputs=inputs: model.validate_inputs(**inputs)
         results[f"vs_bert_{mode}"] = interleaved(cases, "bert", args.rounds, steps=2)
     del models
 
+    if not args.skip_bias:
+        bias_ratios(results, args)
+    if not args.skip_memory:
+        peak_memory_table(results, args)
+    write(results, Path(args.output), args)
+
+
+def bias_ratios(results: dict, args) -> None:
     print("2. bias encodings at 4096 tokens, training step, vs none", flush=True)
     bias_cases = {
         "none": dict(absolute_position_encoding="none"),
@@ -197,27 +213,26 @@ def main():
     results["bias_train_4096"] = interleaved(cases, "none", args.bias_rounds, steps=1)
     del cases
 
-    if not args.skip_memory:
-        print("3. peak memory (fresh subprocess each)", flush=True)
-        memory = {}
-        one_layer = dict(WIDE, num_hidden_layers=1, modalities=TWO_MODALITIES)
-        for name, settings in [
-            ("sinusoidal", dict(absolute_position_encoding="sinusoidal")),
-            ("alibi", dict(absolute_position_encoding="none", relative_position_encoding="alibi")),
-            ("relative_bias", dict(absolute_position_encoding="none", relative_position_encoding="relative_bias")),
-        ]:
-            memory[f"inference_16384/{name}"] = peak_memory(dict(one_layer, **settings), 16384, "inference", args.threads)
-            print(f"  inference 16384 {name}: {memory[f'inference_16384/{name}']:.0f} MB", flush=True)
-        for name, settings in [
-            ("sinusoidal", dict(absolute_position_encoding="sinusoidal")),
-            ("rope", dict(absolute_position_encoding="none", relative_position_encoding="rope")),
-            ("time_rope", dict(absolute_position_encoding="none", relative_position_encoding="time_rope")),
-        ]:
-            memory[f"train_4096/{name}"] = peak_memory(dict(WIDE, modalities=TWO_MODALITIES, **settings), 4096, "train", args.threads)
-            print(f"  training 4096 {name}: {memory[f'train_4096/{name}']:.0f} MB", flush=True)
-        results["peak_memory_mb"] = memory
 
-    write(results, Path(args.output), args)
+def peak_memory_table(results: dict, args) -> None:
+    print("3. peak memory (fresh subprocess each)", flush=True)
+    memory = {}
+    one_layer = dict(WIDE, num_hidden_layers=1, modalities=TWO_MODALITIES)
+    for name, settings in [
+        ("sinusoidal", dict(absolute_position_encoding="sinusoidal")),
+        ("alibi", dict(absolute_position_encoding="none", relative_position_encoding="alibi")),
+        ("relative_bias", dict(absolute_position_encoding="none", relative_position_encoding="relative_bias")),
+    ]:
+        memory[f"inference_16384/{name}"] = peak_memory(dict(one_layer, **settings), 16384, "inference", args.threads)
+        print(f"  inference 16384 {name}: {memory[f'inference_16384/{name}']:.0f} MB", flush=True)
+    for name, settings in [
+        ("sinusoidal", dict(absolute_position_encoding="sinusoidal")),
+        ("rope", dict(absolute_position_encoding="none", relative_position_encoding="rope")),
+        ("time_rope", dict(absolute_position_encoding="none", relative_position_encoding="time_rope")),
+    ]:
+        memory[f"train_4096/{name}"] = peak_memory(dict(WIDE, modalities=TWO_MODALITIES, **settings), 4096, "train", args.threads)
+        print(f"  training 4096 {name}: {memory[f'train_4096/{name}']:.0f} MB", flush=True)
+    results["peak_memory_mb"] = memory
 
 
 def write(results: dict, output: Path, args) -> None:
@@ -228,6 +243,8 @@ def write(results: dict, output: Path, args) -> None:
     for key, title in [("vs_bert_train", f"Training step vs BertModel (sdpa), small preset, 8 x 512 ({args.rounds} rounds)"),
                        ("vs_bert_inference", f"Inference vs BertModel (sdpa), small preset, 8 x 512 ({args.rounds} rounds)"),
                        ("bias_train_4096", f"Training step at 4096 tokens vs `none` ({args.bias_rounds} rounds)")]:
+        if key not in results:
+            continue
         lines += [f"### {title}", "", "| model | s / step (median) | ratio median | min-max |", "|---|---:|---:|---:|"]
         for name, row in results[key].items():
             lines.append(f"| {name} | {row['seconds_median']:.3f} | {row['ratio_median']:.2f}x | "

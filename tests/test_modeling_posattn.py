@@ -1,6 +1,7 @@
 """PosAttnModel / PosAttnForSequenceClassification: position, padding, length, backends, round trip, bad input."""
 
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -193,6 +194,40 @@ def test_non_finite_features_are_rejected_with_modality(model_and_inputs):
     inputs["input_values"][row, col, 0] = float("nan")
     with pytest.raises(ValueError, match="Modality 'audio'.*NaN or Inf"):
         model(**inputs)
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, 1e30])
+def test_infinite_and_huge_features_are_rejected_with_modality(model_and_inputs, value):
+    model, inputs = model_and_inputs
+    video = model.config.modality_names.index("video")
+    row, col = (inputs["modality_ids"] == video).nonzero()[-1].tolist()
+    inputs["input_values"][row, col, 5] = value
+    with pytest.raises(ValueError, match=f"Modality 'video'.*sample {row}, token {col}"):
+        model(**inputs)
+
+
+@pytest.mark.parametrize("stem", [None, {"type": "conv", "kernel_size": 3}, {"type": "patch", "patch_size": [1, 2]}])
+def test_values_outside_a_tokens_own_features_are_not_checked(samples, stem):
+    """Columns past a narrower modality's width, token-modality positions and padding hold arbitrary values: the value
+    check must not refuse them, and no output or gradient may depend on them (0 * NaN is NaN: stems mask with where)."""
+    modalities = {name: dict(spec, stem=stem) if "input_dim" in spec else spec for name, spec in MODALITIES.items()}
+    model, inputs = build_model(modalities=modalities), batch_of(samples, modalities)
+    with torch.no_grad():
+        expected = model(**inputs).last_hidden_state
+    names = model.config.modality_names
+    values = inputs["input_values"]
+    audio = (inputs["modality_ids"] == names.index("audio")) & inputs["attention_mask"].bool()
+    text = (inputs["modality_ids"] == names.index("text")) & inputs["attention_mask"].bool()
+    assert audio.any() and text.any() and not inputs["attention_mask"].bool().all()
+    values[..., 4:] = torch.where(audio[..., None], math.nan, values[..., 4:])  # audio uses 4 of 6 columns
+    values[:] = torch.where(text[..., None], math.inf, values)
+    values[:] = torch.where(~inputs["attention_mask"].bool()[..., None], math.nan, values)
+    with torch.no_grad():
+        output = model(**inputs).last_hidden_state
+    mask = inputs["attention_mask"].bool()
+    torch.testing.assert_close(output[mask], expected[mask])
+    model(**inputs).last_hidden_state[mask].sum().backward()
+    assert all(parameter.grad.isfinite().all() for parameter in model.parameters() if parameter.grad is not None)
 
 
 def test_narrow_features_are_rejected_with_modality(model_and_inputs):

@@ -206,3 +206,15 @@ def test_stemmed_model_trains_and_time_aligned_encodings_see_token_centres():
     for name in ("temporal.weight", "spatial.weight"):
         assert model.posattn.embeddings.content[0].get_parameter(name).grad.abs().sum() > 0
     assert model.posattn.embeddings.content[1].projection.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("frame", [0, 1])
+def test_non_finite_value_in_any_frame_of_a_strided_token_is_refused(frame):
+    """A strided token packs `stride` frames: the value check covers all of them, not only the first frame's columns."""
+    model = build_model(modalities=STEMMED)
+    batch = batch_of(random_samples(), STEMMED)
+    audio = model.config.modality_names.index("audio")
+    sample, token = (batch["modality_ids"] == audio).nonzero()[0].tolist()
+    batch["input_values"][sample, token, frame * 4 + 1] = float("nan")  # audio: 4 features per frame, stride 2
+    with pytest.raises(ValueError, match=f"Modality 'audio'.*NaN or Inf at sample {sample}, token {token}"):
+        model(**batch)

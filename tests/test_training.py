@@ -1,5 +1,6 @@
 """Training: the synthetic default dataset, the stock Trainer on processor-mapped datasets, scripts/train.py end to end."""
 
+import dataclasses
 import json
 import os
 import runpy
@@ -29,7 +30,8 @@ from modeling_posattn.toolkit.arguments import DataArguments  # noqa: E402
 from modeling_posattn.toolkit.cli import parse_args  # noqa: E402
 from modeling_posattn.toolkit.data_sources import load_data, prepare_splits  # noqa: E402
 from modeling_posattn.toolkit.evaluation import build_compute_metrics  # noqa: E402
-from modeling_posattn.toolkit.recipes import DEFAULT_RECIPE, load_model_preset, load_recipe  # noqa: E402
+from modeling_posattn.toolkit.arguments import ARGUMENT_CLASSES  # noqa: E402
+from modeling_posattn.toolkit.recipes import BASE_RECIPE, DEFAULT_RECIPE, load_model_preset, load_recipe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"num_train": 48, "num_validation": 24, "num_test": 24}
@@ -166,7 +168,8 @@ def test_compute_metrics_handles_tuple_predictions():
 
 def test_recipes_and_presets_are_package_data_found_from_anywhere(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # outside the checkout: found through importlib.resources, not the current folder
-    assert load_recipe(ROOT / "configuration" / "synthetic.json") == DEFAULT_RECIPE == load_recipe("synthetic")
+    assert {**BASE_RECIPE, **load_recipe(ROOT / "configuration" / "synthetic.json")} == DEFAULT_RECIPE
+    assert load_recipe("synthetic") == load_recipe(ROOT / "configuration" / "synthetic.json")
     for name in ("posattn-small", "posattn-base"):
         assert load_model_preset(name) == json.loads((ROOT / "configuration" / f"{name}.json").read_text())
     for recipe in ("synthetic", "natops", "av_digits"):
@@ -180,11 +183,26 @@ def test_every_bundled_recipe_parses():
     """Every training and pretraining recipe in configuration/ (not the presets, the ablation studies or the accelerate
     files) names only known arguments and parses."""
     names = sorted(path.stem for path in (ROOT / "configuration").glob("*.json")
-                   if not path.stem.startswith(("ablation_", "posattn-")))
+                   if not path.stem.startswith(("ablation_", "posattn-")) and path.stem != "defaults")
     assert {"synthetic", "uea", "av_digits", "pretrain_natops", "pretrain_av_digits", "pretrain_all"} <= set(names)
     for name in names:
         _, data_args, _, _ = parse_args(["--config", name])
         assert data_args.dataset_name, name
+
+
+@pytest.mark.parametrize("name", ["uea", "natops", "av_digits", "pretrain_natops"])
+def test_a_recipe_does_not_inherit_the_embedded_defaults_choices(name):
+    """A `--config` recipe is the base plus its own keys: every key only the synthetic default sets keeps its argument
+    default. (synthetic.json's initializer_range 0.1, unit_scale_embeddings off and group_by_length once reached every
+    recipe this way, and changed the model of every study run after it.)"""
+    recipe = load_recipe(name)
+    parsed = parse_args(["--config", name])[:3]
+    synthetic_only = set(DEFAULT_RECIPE) - set(recipe) - set(BASE_RECIPE)
+    assert {"initializer_range", "config_overrides", "train_sampling_strategy"} <= synthetic_only
+    for key in synthetic_only:
+        field = next(f for cls in ARGUMENT_CLASSES for f in dataclasses.fields(cls) if f.name == key)
+        got = next(getattr(group, key) for group in parsed if hasattr(group, key))
+        assert str(getattr(got, "value", got)) == str(field.default), f"{name}: {key} = {got!r} came from the synthetic default"
 
 
 def test_parse_args_precedence_and_defaults():

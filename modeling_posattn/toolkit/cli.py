@@ -21,7 +21,7 @@ from .arguments import (
     PosAttnTrainingArguments,
 )
 from .data_sources import default_output_dir
-from .recipes import DEFAULT_RECIPE, bundled_names, load_recipe
+from .recipes import BASE_RECIPE, DEFAULT_RECIPE, bundled_names, load_recipe
 
 TRAINING_ARGUMENTS_DOCS = "https://huggingface.co/docs/transformers/main_classes/trainer#transformers.TrainingArguments"
 # The TrainingArguments that `--help` shows; `--help_all` shows every one.
@@ -112,7 +112,8 @@ def parse_args(argv: list[str] | None = None, overrides: dict[str, Any] | None =
     listed several. Prints help and exits on `--help` / `--help_all`.
     """
     known, rest = _pre_parser().parse_known_args(list(sys.argv[1:] if argv is None else argv))
-    recipe = dict(DEFAULT_RECIPE)
+    # with --config, the recipe is the base plus its own keys: the embedded default's task choices do not apply
+    recipe = dict(BASE_RECIPE if known.config else DEFAULT_RECIPE)
     from_recipe: dict[str, Any] = {}
     for path in known.config:
         from_recipe.update(load_recipe(path))

@@ -71,7 +71,10 @@ def load_model_preset(model_config: str | os.PathLike | None) -> dict[str, Any]:
     return preset
 
 
+# What every recipe starts from (bookkeeping keys only). A `--config` recipe layers on this, not on the embedded
+# default: the synthetic task's own choices (its model and batching) once leaked into every recipe that way.
+BASE_RECIPE: dict[str, Any] = load_recipe("defaults")
 # The embedded default of `posattn-train` with no arguments: the synthetic recipe.
-DEFAULT_RECIPE: dict[str, Any] = load_recipe("synthetic")
+DEFAULT_RECIPE: dict[str, Any] = {**BASE_RECIPE, **load_recipe("synthetic")}
 
-__all__ = ["CONFIGURATION", "DEFAULT_RECIPE", "MODEL_CARD_TEMPLATE", "bundled_names", "load_model_preset", "load_recipe"]
+__all__ = ["BASE_RECIPE", "CONFIGURATION", "DEFAULT_RECIPE", "MODEL_CARD_TEMPLATE", "bundled_names", "load_model_preset", "load_recipe"]
