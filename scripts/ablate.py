@@ -166,7 +166,8 @@ def format_difference(test: dict) -> str:
     return f"{test['difference']:+.3f} [{test['ci_low']:+.3f}, {test['ci_high']:+.3f}]"
 
 
-def summarise(rows: list[dict], study: dict, metric: str, wall_seconds: float, machine: str) -> tuple[str, list[dict]]:
+def summarise(rows: list[dict], study: dict, metric: str, wall_seconds: float | None, machine: str,
+              note: str = "") -> tuple[str, list[dict]]:
     by_configuration = scores_by_configuration(rows)
     baseline_name = study["baseline"]
     baseline = by_configuration.get(baseline_name, {})
@@ -191,7 +192,10 @@ def summarise(rows: list[dict], study: dict, metric: str, wall_seconds: float, m
         + (f" (and {json.dumps(study['arguments'])})" if study.get("arguments") else "")
         + f"; scored once on the test split at the end of training. Δ: paired over seeds against the baseline "
         f"`{baseline_name}`, mean [95% CI]; p: two-sided paired t-test; p (Holm): adjusted over the "
-        f"{len(adjusted)} comparisons of this table. Machine: {machine}. Wall time {wall_seconds / 60:.1f} min."
+        f"{len(adjusted)} comparisons of this table. Machine: {machine}. "
+        + (f"Wall time {wall_seconds / 60:.1f} min." if wall_seconds is not None else
+           f"Wall time not separable (rows taken from a mixed study); the runs took {sum(r['seconds'] for r in rows) / 60:.1f} min summed.")
+        + (f" {note}" if note else "")
     )
     lines = [caption, "", f"| configuration | {metric} mean ± std | n | min–max | Δ vs baseline [95% CI] | p | p (Holm) | s/run |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -311,6 +315,14 @@ def load_study(path: str) -> dict:
     return study
 
 
+def write_summary(output_dir: Path, study: dict, table: str, summary: list[dict], rows: list[dict], metric: str,
+                  wall_seconds: float | None, command: str) -> None:
+    (output_dir / "summary.md").write_text(table)
+    (output_dir / "summary.json").write_text(json.dumps({"study": study, "machine": machine_description(), "command": command,
+                                                         "wall_seconds": wall_seconds, "summary": summary}, indent=2) + "\n")
+    plot(summary, rows, metric, study["study"], output_dir / "summary.png")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", required=True, help="a study JSON (configuration/ablation_*.json)")
@@ -321,6 +333,9 @@ def main():
     parser.add_argument("--output-dir", help="default: docs/results/<study>")
     parser.add_argument("--runs-dir", help="default: outputs/ablation/<study>")
     parser.add_argument("--resume", action="store_true", help="keep runs already in runs.csv (and add their wall time)")
+    parser.add_argument("--summarise", action="store_true", help="rewrite summary.md/json/png from the output folder's "
+                        "runs.csv and exit; trains nothing (e.g. after rows were split into another folder)")
+    parser.add_argument("--note", default="", help="a sentence appended to the table's caption")
     parser.add_argument("--compare", nargs="+", metavar="A:B", help="print paired tests between configurations of the "
                         "study's runs.csv (A minus B, Holm over the pairs given) and exit; trains nothing")
     args = parser.parse_args()
@@ -330,6 +345,14 @@ def main():
     if args.compare:
         print(compare(read_runs(output_dir / "runs.csv"), args.compare))
         return
+    if args.summarise:
+        summary_path = output_dir / "summary.json"
+        wall = json.loads(summary_path.read_text()).get("wall_seconds") if summary_path.exists() else None
+        rows, metric = read_runs(output_dir / "runs.csv"), study.get("metric", "accuracy")
+        table, summary = summarise(rows, study, metric, wall, machine_description(), args.note)
+        write_summary(output_dir, study, table, summary, rows, metric, wall, " ".join(sys.argv))
+        print(table)
+        return
     seeds = list(range(1, (args.seeds or study.get("seeds", 5)) + 1))
     runs_dir = Path(args.runs_dir or f"outputs/ablation/{study['study']}")
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -338,7 +361,7 @@ def main():
     rows = read_runs(runs_path) if args.resume and runs_path.exists() else []
     summary_path = output_dir / "summary.json"
     # A resumed study's wall time is the sum of its invocations', so that the caption stays the study's cost.
-    earlier = json.loads(summary_path.read_text()).get("wall_seconds", 0.0) if rows and summary_path.exists() else 0.0
+    earlier = (json.loads(summary_path.read_text()).get("wall_seconds") or 0.0) if rows and summary_path.exists() else 0.0
     started = time.perf_counter() - earlier
     machine = machine_description()
 
@@ -347,11 +370,9 @@ def main():
             writer = csv.DictWriter(handle, fieldnames=RUN_FIELDS)
             writer.writeheader()
             writer.writerows(sorted(rows, key=lambda row: (row["configuration"], row["seed"])))
-        table, summary = summarise(rows, study, metric, time.perf_counter() - started, machine)
-        (output_dir / "summary.md").write_text(table)
-        (output_dir / "summary.json").write_text(json.dumps({"study": study, "machine": machine, "command": " ".join(sys.argv),
-                                                             "wall_seconds": time.perf_counter() - started, "summary": summary}, indent=2) + "\n")
-        plot(summary, rows, metric, study["study"], output_dir / "summary.png")
+        wall = time.perf_counter() - started
+        table, summary = summarise(rows, study, metric, wall, machine, args.note)
+        write_summary(output_dir, study, table, summary, rows, metric, wall, " ".join(sys.argv))
         return table, summary
 
     candidates = study["grid"] + (earlier_follow_up(study, rows) if args.only else [])
