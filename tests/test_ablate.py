@@ -204,3 +204,32 @@ def test_study_files_name_a_recipe_and_distinct_configurations():
 
 def test_p_values_are_formatted_without_false_zeros():
     assert ablate.format_p(0.0004) == "<0.001" and ablate.format_p(0.0123) == "0.012" and ablate.format_p(float("nan")) == "–"
+
+
+def test_summarise_rewrites_the_tables_from_runs_csv_and_trains_nothing(tmp_path, monkeypatch):
+    finished = [(name, seed, 0.9 + 0.01 * seed * (name == "learned")) for name in ("sinusoidal", "learned") for seed in (1, 2, 3)]
+    launched = resume(tmp_path, monkeypatch, SINUSOIDAL_AND_LEARNED, finished, "--summarise", "--note", "Split by recipe.")
+    table = (tmp_path / "results" / "summary.md").read_text()
+    assert launched == []
+    assert "| learned | 0.920 ± 0.010 | 3 |" in table and "| sinusoidal | 0.900 ± 0.000 | 3 |" in table
+    assert "Wall time not separable" in table and table.splitlines()[0].endswith("Split by recipe.")
+
+
+def test_split_runs_by_recipe_moves_the_runs_that_trained_another_model(tmp_path, monkeypatch):
+    split = load_script(ROOT / "scripts" / "split_runs_by_recipe.py")
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    results.mkdir()
+    rows = [("sinusoidal", 1, True), ("sinusoidal", 6, False), ("learned [concat]", 1, True), ("learned [concat]", 6, False)]
+    with open(results / "runs.csv", "w") as handle:
+        handle.write(",".join(ablate.RUN_FIELDS) + "\n")
+        for name, seed, unit_scale in rows:
+            handle.write(f"{name},{seed},0.9,0.1,1.0,10\n")
+            folder = runs / f"{name.replace(' ', '_')}-seed{seed}"
+            folder.mkdir(parents=True)
+            (folder / "config.json").write_text(json.dumps({"unit_scale_embeddings": unit_scale}))
+    monkeypatch.setattr("sys.argv", ["split_runs_by_recipe.py", "--output-dir", str(results), "--runs-dir", str(runs)])
+    split.main()
+    kept = ablate.read_runs(results / "runs.csv")
+    moved = ablate.read_runs(results / split.LEAKED_FOLDER / "runs.csv")
+    assert {(row["configuration"], row["seed"]) for row in kept} == {("sinusoidal", 1), ("learned [concat]", 1)}
+    assert {(row["configuration"], row["seed"]) for row in moved} == {("sinusoidal", 6), ("learned [concat]", 6)}
