@@ -316,9 +316,9 @@ def load_study(path: str) -> dict:
 
 
 def write_summary(output_dir: Path, study: dict, table: str, summary: list[dict], rows: list[dict], metric: str,
-                  wall_seconds: float | None, command: str) -> None:
+                  wall_seconds: float | None, machine: str, command: str) -> None:
     (output_dir / "summary.md").write_text(table)
-    (output_dir / "summary.json").write_text(json.dumps({"study": study, "machine": machine_description(), "command": command,
+    (output_dir / "summary.json").write_text(json.dumps({"study": study, "machine": machine, "command": command,
                                                          "wall_seconds": wall_seconds, "summary": summary}, indent=2) + "\n")
     plot(summary, rows, metric, study["study"], output_dir / "summary.png")
 
@@ -349,8 +349,9 @@ def main():
         summary_path = output_dir / "summary.json"
         wall = json.loads(summary_path.read_text()).get("wall_seconds") if summary_path.exists() else None
         rows, metric = read_runs(output_dir / "runs.csv"), study.get("metric", "accuracy")
-        table, summary = summarise(rows, study, metric, wall, machine_description(), args.note)
-        write_summary(output_dir, study, table, summary, rows, metric, wall, " ".join(sys.argv))
+        machine = machine_description()
+        table, summary = summarise(rows, study, metric, wall, machine, args.note)
+        write_summary(output_dir, study, table, summary, rows, metric, wall, machine, " ".join(sys.argv))
         print(table)
         return
     seeds = list(range(1, (args.seeds or study.get("seeds", 5)) + 1))
@@ -372,7 +373,7 @@ def main():
             writer.writerows(sorted(rows, key=lambda row: (row["configuration"], row["seed"])))
         wall = time.perf_counter() - started
         table, summary = summarise(rows, study, metric, wall, machine, args.note)
-        write_summary(output_dir, study, table, summary, rows, metric, wall, " ".join(sys.argv))
+        write_summary(output_dir, study, table, summary, rows, metric, wall, machine, " ".join(sys.argv))
         return table, summary
 
     candidates = study["grid"] + (earlier_follow_up(study, rows) if args.only else [])
