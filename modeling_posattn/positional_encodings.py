@@ -400,6 +400,10 @@ class ALiBiPositionBias(nn.Module):
     def score(self, time_delta: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
         return -self.slopes[head] * (time_delta * self.time_units_per_second).abs()
 
+    def dense_bias(self, time_delta: torch.Tensor) -> torch.Tensor:
+        """`(B, heads, ...)` biases of `(B, 1, ...)` time differences."""
+        return self.score(time_delta, torch.arange(self.num_heads, device=time_delta.device).view(1, -1, 1, 1))
+
 
 class RelativeTimeBias(nn.Module):
     r"""A learned per-head bias over log-bucketed time distance, as in T5 (Raffel et al., 2020).
@@ -470,6 +474,36 @@ class RelativeTimeBias(nn.Module):
             index = index.long()
         return biases[index, head]
 
+    def dense_bias(self, time_delta: torch.Tensor) -> torch.Tensor:
+        """`(B, heads, ...)` biases of `(B, 1, ...)` time differences: `score` for every head at once."""
+        if torch.compiler.is_compiling() or torch.compiler.is_exporting():  # `bincount` has a data-dependent shape
+            return self.score(time_delta, torch.arange(self.num_heads, device=time_delta.device).view(1, -1, 1, 1))
+        return HeadsFirstLookup.apply(self.relative_attention_bias(self.bucket_table), self.table_index(time_delta))
+
+
+class HeadsFirstLookup(torch.autograd.Function):
+    """`table[index]` with the table's columns (heads) moved to dim 1: `(B, heads, ...)` from a `(entries, heads)`
+    table and an int index of shape `(B, 1, ...)`. One `index_select` per head (2x faster than advanced indexing on
+    CPU), and a backward that sums the gradient per entry with one weighted `bincount` per head: autograd's
+    `index_put_(accumulate=True)` scatter-adds one heads-row per pair, 6x slower at 4096 tokens."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        flat = index.reshape(-1)
+        ctx.save_for_backward(flat)
+        ctx.entries = table.shape[0]
+        shape = (index.shape[0], *index.shape[2:])
+        return torch.stack([column.index_select(0, flat).view(shape) for column in table.t()], dim=1)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        (flat,) = ctx.saved_tensors
+        columns = [
+            torch.bincount(flat, weights=grad_output[:, head].reshape(-1), minlength=ctx.entries)
+            for head in range(grad_output.shape[1])
+        ]
+        return torch.stack(columns, dim=1).to(grad_output.dtype), None
+
 
 RELATIVE_POSITION_ENCODINGS: dict[str, type[nn.Module] | None] = {
     "none": None,
@@ -491,8 +525,7 @@ def dense_attention_bias(
     """
     times = positions.timestamps
     time_delta = (times[:, None, :] - times[:, rows, None]).unsqueeze(1)
-    heads = torch.arange(encoding.num_heads, device=times.device).view(1, -1, 1, 1)
-    bias = encoding.score(time_delta, heads).to(dtype)
+    bias = encoding.dense_bias(time_delta).to(dtype)
     # in place: `bias` is a fresh (B, H, rows, L) tensor, and a second one is what this fallback cannot afford
     return bias.masked_fill_(~positions.mask[:, None, None, :], torch.finfo(dtype).min)
 
