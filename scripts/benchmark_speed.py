@@ -233,8 +233,9 @@ def without_bias_gradient_path():
     def transformers_sdpa(*args, **kwargs):
         return modeling_posattn.ALL_ATTENTION_FUNCTIONS["sdpa"](*args, **kwargs)
 
-    def dense_bias_by_indexing(encoding, time_delta):
-        return encoding.score(time_delta, torch.arange(encoding.num_heads).view(1, -1, 1, 1))
+    def dense_bias_by_indexing(encoding, time_delta, padding_keys, dtype):
+        bias = encoding.score(time_delta, torch.arange(encoding.num_heads).view(1, -1, 1, 1)).to(dtype)
+        return bias.masked_fill_(padding_keys, torch.finfo(dtype).min)
 
     bias_class = positional_encodings.RelativeTimeBias
     saved = modeling_posattn.sdpa_attention_forward, bias_class.dense_bias
