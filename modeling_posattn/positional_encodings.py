@@ -480,7 +480,8 @@ class RelativeTimeBias(nn.Module):
 
     def dense_bias(self, time_delta: torch.Tensor, padding_keys: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """`(B, heads, rows, L)` biases of `(B, 1, rows, L)` time differences, the dtype's minimum on padding keys."""
-        if torch.compiler.is_compiling() or torch.compiler.is_exporting():  # `bincount` has a data-dependent shape
+        # `bincount` has a data-dependent shape (no tracing) and on CUDA no deterministic kernel (full_determinism)
+        if time_delta.device.type != "cpu" or torch.compiler.is_compiling() or torch.compiler.is_exporting():
             heads = torch.arange(self.num_heads, device=time_delta.device).view(1, -1, 1, 1)
             bias = self.score(time_delta, heads)
         else:
