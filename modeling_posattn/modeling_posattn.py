@@ -79,6 +79,90 @@ def eager_attention_forward(
     return attn_output, attn_weights
 
 
+class SdpaWithBiasGradient(torch.autograd.Function):
+    r"""`softmax(q k^T s + b) v` on CPU for a float bias `b` that needs a gradient (`relative_bias`'s learned table).
+
+    torch's CPU flash kernel takes a bias but gives it no gradient, so SDPA would fall back to its math path (the
+    explicit L x L softmax and its backward, ~2.5x the flash kernel). Here the forward is the flash kernel with its
+    log-sum-exp, and the backward is FlashAttention-2's (Dao, 2023) over blocks of `block_rows` query rows, which
+    yields the bias gradient on the way: $P = \exp(q k^T s + b - \mathrm{lse})$, $dV = P^T dO$,
+    $dS = P \odot (dO\,V^T - \mathrm{rowsum}(dO \odot O))$, $db = dS$, $dQ = dS\,K s$, $dK = dS^T Q s$.
+    Exact against the math path (tests/test_speed.py).
+    """
+
+    @staticmethod
+    def forward(ctx, query, key, value, bias, scale: float, block_rows: int):
+        output, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            query, key, value, attn_mask=bias, scale=scale
+        )
+        ctx.save_for_backward(query, key, value, bias, output, logsumexp)
+        ctx.scale, ctx.block_rows = scale, block_rows
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        query, key, value, bias, output, logsumexp = ctx.saved_tensors
+        scale = ctx.scale
+        delta = (grad_output * output).sum(-1, keepdim=True)
+        # (B, heads, L, d) views of (B, L, heads, d) memory: matmul would copy them in every block
+        query, key, value, grad_output = (t.contiguous() for t in (query, key, value, grad_output))
+        key_t, value_t = key.transpose(-1, -2), value.transpose(-1, -2)
+        grad_query, grad_key, grad_value = torch.empty_like(query), torch.zeros_like(key), torch.zeros_like(value)
+        grad_bias = torch.empty_like(bias)
+        for start in range(0, query.shape[2], ctx.block_rows):
+            rows = slice(start, start + ctx.block_rows)
+            query_rows, grad_rows = query[:, :, rows], grad_output[:, :, rows]
+            probabilities = torch.matmul(query_rows, key_t).mul_(scale).add_(bias[:, :, rows])
+            probabilities = probabilities.sub_(logsumexp[:, :, rows, None]).exp_()
+            grad_value.add_(torch.matmul(probabilities.transpose(-1, -2), grad_rows))
+            grad_scores = torch.matmul(grad_rows, value_t).sub_(delta[:, :, rows]).mul_(probabilities)
+            grad_bias[:, :, rows] = grad_scores
+            grad_query[:, :, rows] = torch.matmul(grad_scores, key).mul_(scale)
+            grad_key.add_(torch.matmul(grad_scores.transpose(-1, -2), query_rows), alpha=scale)
+        return grad_query, grad_key, grad_value, grad_bias, None, None
+
+
+# about 8 MiB of float32 scores per block in `SdpaWithBiasGradient`'s backward: cache-sized, few Python iterations
+BIAS_GRADIENT_BLOCK_ELEMENTS = 2**21
+
+
+def sdpa_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+):
+    """transformers' sdpa, except for a float32 bias that needs a gradient on CPU: then `SdpaWithBiasGradient`."""
+    trainable_bias = (
+        attention_mask is not None
+        and attention_mask.requires_grad
+        and attention_mask.shape == (*query.shape[:3], key.shape[2])
+        and query.device.type == "cpu"
+        and query.dtype == attention_mask.dtype == torch.float32
+        and dropout == 0.0
+        and not torch.compiler.is_compiling()
+    )
+    if not trainable_bias:
+        return ALL_ATTENTION_FUNCTIONS["sdpa"](
+            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
+        )
+    batch, heads, _, length = attention_mask.shape
+    block_rows = max(1, BIAS_GRADIENT_BLOCK_ELEMENTS // (batch * heads * length))
+    output = SdpaWithBiasGradient.apply(query, key, value, attention_mask, scaling, block_rows)
+    return output.transpose(1, 2).contiguous(), None
+
+
+def attention_function(config: PosAttnConfig) -> Callable:
+    """The configured attention kernel from transformers' attention interface (sdpa with the CPU bias-gradient path)."""
+    if config._attn_implementation == "sdpa":
+        return sdpa_attention_forward
+    return ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation, eager_attention_forward)
+
+
 def flex_attention_with_score_mod(
     module: nn.Module,
     query: torch.Tensor,
@@ -122,7 +206,7 @@ def query_blocked_attention(
     (sdpa or eager). Softmax is per query row, so the blocks are independent and their concatenation is the dense result.
     With `attention_bias.checkpoint` and gradients on, a block keeps only its inputs for the backward pass (the bias
     SDPA would otherwise save is rebuilt there), or training memory would be quadratic again."""
-    inner = ALL_ATTENTION_FUNCTIONS.get_interface(module.config._attn_implementation, eager_attention_forward)
+    inner = attention_function(module.config)
 
     def attend(query_block: torch.Tensor, start: int) -> torch.Tensor:
         bias = attention_bias(slice(start, start + query_block.shape[2]))
@@ -179,9 +263,7 @@ class PosAttnAttention(nn.Module):
             attention_interface = query_blocked_attention
             kwargs["attention_bias"] = attention_bias
         else:
-            attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
-                self.config._attn_implementation, eager_attention_forward
-            )
+            attention_interface = attention_function(self.config)
         attn_output, attn_weights = attention_interface(
             self,
             query,

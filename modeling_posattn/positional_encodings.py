@@ -400,6 +400,14 @@ class ALiBiPositionBias(nn.Module):
     def score(self, time_delta: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
         return -self.slopes[head] * (time_delta * self.time_units_per_second).abs()
 
+    def dense_bias(self, time_delta: torch.Tensor, padding_keys: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """`(B, heads, rows, L)` biases of fresh `(B, 1, rows, L)` time differences, -inf on padding keys.
+
+        The distance is computed and masked once for all heads (at +inf, so that `-slope * inf = -inf`): one pass over
+        the heads-sized tensor instead of three (product, cast, mask)."""
+        distance = time_delta.abs_().mul_(self.time_units_per_second).to(dtype).masked_fill_(padding_keys, float("inf"))
+        return distance * -self.slopes.to(dtype).view(1, -1, 1, 1)
+
 
 class RelativeTimeBias(nn.Module):
     r"""A learned per-head bias over log-bucketed time distance, as in T5 (Raffel et al., 2020).
@@ -470,6 +478,41 @@ class RelativeTimeBias(nn.Module):
             index = index.long()
         return biases[index, head]
 
+    def dense_bias(self, time_delta: torch.Tensor, padding_keys: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """`(B, heads, rows, L)` biases of `(B, 1, rows, L)` time differences, the dtype's minimum on padding keys."""
+        # `bincount` has a data-dependent shape (no tracing) and on CUDA no deterministic kernel (full_determinism)
+        if time_delta.device.type != "cpu" or torch.compiler.is_compiling() or torch.compiler.is_exporting():
+            heads = torch.arange(self.num_heads, device=time_delta.device).view(1, -1, 1, 1)
+            bias = self.score(time_delta, heads)
+        else:
+            bias = HeadsFirstLookup.apply(self.relative_attention_bias(self.bucket_table), self.table_index(time_delta))
+        # in place: `bias` is a fresh (B, H, rows, L) tensor, and a second one is what this fallback cannot afford
+        return bias.to(dtype).masked_fill_(padding_keys, torch.finfo(dtype).min)
+
+
+class HeadsFirstLookup(torch.autograd.Function):
+    """`table[index]` with the table's columns (heads) moved to dim 1: `(B, heads, ...)` from a `(entries, heads)`
+    table and an int index of shape `(B, 1, ...)`. One `index_select` per head (2x faster than advanced indexing on
+    CPU), and a backward that sums the gradient per entry with one weighted `bincount` per head: autograd's
+    `index_put_(accumulate=True)` scatter-adds one heads-row per pair, 6x slower at 4096 tokens."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        flat = index.reshape(-1)
+        ctx.save_for_backward(flat)
+        ctx.entries = table.shape[0]
+        shape = (index.shape[0], *index.shape[2:])
+        return torch.stack([column.index_select(0, flat).view(shape) for column in table.t()], dim=1)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        (flat,) = ctx.saved_tensors
+        columns = [
+            torch.bincount(flat, weights=grad_output[:, head].reshape(-1), minlength=ctx.entries)
+            for head in range(grad_output.shape[1])
+        ]
+        return torch.stack(columns, dim=1).to(grad_output.dtype), None
+
 
 RELATIVE_POSITION_ENCODINGS: dict[str, type[nn.Module] | None] = {
     "none": None,
@@ -483,18 +526,15 @@ RELATIVE_POSITION_ENCODINGS: dict[str, type[nn.Module] | None] = {
 def dense_attention_bias(
     encoding: nn.Module, positions: TokenPositions, dtype: torch.dtype, rows: slice = slice(None)
 ) -> torch.Tensor:
-    """`(B, heads, L_rows, L)` float mask for the query rows `rows`: the encoding's bias on real keys, the dtype's
-    minimum on padding keys.
+    """`(B, heads, L_rows, L)` float mask for the query rows `rows`: the encoding's bias on real keys, a score no real
+    key can reach on padding keys (the dtype's minimum, or -inf).
 
     This is the sdpa/eager fallback; FlexAttention computes the same score inside the kernel (`flex_score_mod`), and
     `QueryBlockedBias` calls this one block of query rows at a time when the whole `(B, heads, L, L)` would be large.
     """
     times = positions.timestamps
     time_delta = (times[:, None, :] - times[:, rows, None]).unsqueeze(1)
-    heads = torch.arange(encoding.num_heads, device=times.device).view(1, -1, 1, 1)
-    bias = encoding.score(time_delta, heads).to(dtype)
-    # in place: `bias` is a fresh (B, H, rows, L) tensor, and a second one is what this fallback cannot afford
-    return bias.masked_fill_(~positions.mask[:, None, None, :], torch.finfo(dtype).min)
+    return encoding.dense_bias(time_delta, ~positions.mask[:, None, None, :], dtype)
 
 
 @dataclass

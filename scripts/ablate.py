@@ -361,9 +361,10 @@ def main():
     runs_path = output_dir / "runs.csv"
     rows = read_runs(runs_path) if args.resume and runs_path.exists() else []
     summary_path = output_dir / "summary.json"
-    # A resumed study's wall time is the sum of its invocations', so that the caption stays the study's cost.
-    earlier = (json.loads(summary_path.read_text()).get("wall_seconds") or 0.0) if rows and summary_path.exists() else 0.0
-    started = time.perf_counter() - earlier
+    # A resumed study's wall time is the sum of its invocations', so that the caption stays the study's cost; a table
+    # whose wall time was not separable (rows split off a mixed study: `--summarise`) stays so.
+    earlier = json.loads(summary_path.read_text()).get("wall_seconds") if rows and summary_path.exists() else 0.0
+    started = time.perf_counter() - (earlier or 0.0)
     machine = machine_description()
 
     def write_outputs():
@@ -371,7 +372,7 @@ def main():
             writer = csv.DictWriter(handle, fieldnames=RUN_FIELDS)
             writer.writeheader()
             writer.writerows(sorted(rows, key=lambda row: (row["configuration"], row["seed"])))
-        wall = time.perf_counter() - started
+        wall = None if earlier is None else time.perf_counter() - started
         table, summary = summarise(rows, study, metric, wall, machine, args.note)
         write_summary(output_dir, study, table, summary, rows, metric, wall, machine, " ".join(sys.argv))
         return table, summary

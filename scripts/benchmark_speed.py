@@ -19,6 +19,7 @@ round alike), reported as median and min-max over rounds; peak memory in one fre
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -210,8 +211,39 @@ def bias_ratios(results: dict, args) -> None:
         "relative_bias": dict(absolute_position_encoding="none", relative_position_encoding="relative_bias"),
     }
     cases = {name: step_fn(*posattn_case(TWO_MODALITIES, 4096, 1, **WIDE, **settings), True) for name, settings in bias_cases.items()}
+    relative_bias_step = cases["relative_bias"]
+
+    def relative_bias_as_before():
+        with without_bias_gradient_path():
+            relative_bias_step()
+
+    cases["relative_bias (SDPA math path, as before)"] = relative_bias_as_before
     results["bias_train_4096"] = interleaved(cases, "none", args.bias_rounds, steps=1)
     del cases
+
+
+@contextlib.contextmanager
+def without_bias_gradient_path():
+    """The model as it was before `SdpaWithBiasGradient`: transformers' sdpa for every mask (its math path for a bias
+    that needs a gradient) and `relative_bias`'s lookup by advanced indexing (autograd's scatter-add backward)."""
+    import torch
+
+    from modeling_posattn import modeling_posattn, positional_encodings
+
+    def transformers_sdpa(*args, **kwargs):
+        return modeling_posattn.ALL_ATTENTION_FUNCTIONS["sdpa"](*args, **kwargs)
+
+    def dense_bias_by_indexing(encoding, time_delta, padding_keys, dtype):
+        bias = encoding.score(time_delta, torch.arange(encoding.num_heads).view(1, -1, 1, 1)).to(dtype)
+        return bias.masked_fill_(padding_keys, torch.finfo(dtype).min)
+
+    bias_class = positional_encodings.RelativeTimeBias
+    saved = modeling_posattn.sdpa_attention_forward, bias_class.dense_bias
+    modeling_posattn.sdpa_attention_forward, bias_class.dense_bias = transformers_sdpa, dense_bias_by_indexing
+    try:
+        yield
+    finally:
+        modeling_posattn.sdpa_attention_forward, bias_class.dense_bias = saved
 
 
 def peak_memory_table(results: dict, args) -> None:

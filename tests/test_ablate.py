@@ -233,3 +233,15 @@ def test_split_runs_by_recipe_moves_the_runs_that_trained_another_model(tmp_path
     moved = ablate.read_runs(results / split.LEAKED_FOLDER / "runs.csv")
     assert {(row["configuration"], row["seed"]) for row in kept} == {("sinusoidal", 1), ("learned [concat]", 1)}
     assert {(row["configuration"], row["seed"]) for row in moved} == {("sinusoidal", 6), ("learned [concat]", 6)}
+
+
+def test_resuming_a_table_of_unseparable_wall_time_keeps_it_unseparable(tmp_path, monkeypatch):
+    """A table rebuilt by `--summarise` (rows of a mixed study) has no wall time; resuming it must not caption only the
+    resumed invocation's minutes as the study's."""
+    finished = [(name, seed, 0.9) for name in ("sinusoidal", "learned") for seed in (1, 2)]
+    resume(tmp_path, monkeypatch, SINUSOIDAL_AND_LEARNED, finished, "--summarise")
+    resume(tmp_path, monkeypatch, {**SINUSOIDAL_AND_LEARNED, "seeds": 3}, finished + [
+        (f"learned [{fusion}]", seed, 0.9) for fusion in ("concat", "gated") for seed in (1, 2)])
+    summary = json.loads((tmp_path / "results" / "summary.json").read_text())
+    assert summary["wall_seconds"] is None
+    assert "Wall time not separable" in (tmp_path / "results" / "summary.md").read_text()

@@ -1,6 +1,8 @@
 """scripts/benchmark_bias_backward.py: the measured candidate (flash kernel + own bias gradient) is exact, so its timing
 compares like with like."""
 
+import contextlib
+
 import torch
 
 from conftest import ROOT, load_script
@@ -19,3 +21,27 @@ def test_flash_with_bias_gradient_matches_the_math_path():
     torch.testing.assert_close(output, expected)
     for grad, expected_grad in zip(grads, expected_grads):
         torch.testing.assert_close(grad, expected_grad)
+
+
+def test_benchmark_speed_measures_the_code_before_the_bias_gradient_path():
+    """scripts/benchmark_speed.py's "as before" row really runs SDPA's math path and the indexing lookup, and restores
+    the model's own path afterwards."""
+    from torch.profiler import profile
+
+    module = load_script(ROOT / "scripts" / "benchmark_speed.py")
+    model, batch = module.posattn_case(module.TWO_MODALITIES, 64, 2, hidden_size=32, num_hidden_layers=1,
+                                       num_attention_heads=2, intermediate_size=64, absolute_position_encoding="none",
+                                       relative_position_encoding="relative_bias")
+    step = module.step_fn(model, batch, True)
+
+    def profiled_ops(context):
+        with context, profile() as trace:
+            step()
+        return " ".join(event.key for event in trace.key_averages())
+
+    before = profiled_ops(module.without_bias_gradient_path())
+    now = profiled_ops(contextlib.nullcontext())
+    assert "_scaled_dot_product_attention_math" in before and "SdpaWithBiasGradient" not in before
+    assert "HeadsFirstLookup" not in before
+    assert "SdpaWithBiasGradient" in now and "HeadsFirstLookup" in now
+    assert "_scaled_dot_product_attention_math" not in now

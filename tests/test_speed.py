@@ -118,6 +118,72 @@ def test_query_blocked_bias_never_builds_the_square_bias(monkeypatch):
     assert len(seen) == 2 * -(-length // 16) and all(shape[2] <= 16 and shape[3] == length for shape in seen)
 
 
+@pytest.mark.parametrize("block_rows", [1, 7, 64])
+def test_sdpa_with_bias_gradient_matches_the_math_path(block_rows):
+    """The flash forward + blocked FlashAttention-2 backward gives SDPA's math-path output and all four gradients,
+    whatever the block size (a last block shorter than the others included), with padding keys at the dtype's minimum."""
+    from modeling_posattn.modeling_posattn import SdpaWithBiasGradient
+
+    torch.manual_seed(0)
+    query, key, value = (torch.randn(2, 3, 40, 8, requires_grad=True) for _ in range(3))
+    bias = torch.randn(2, 3, 40, 40)
+    bias[1, :, :, 33:] = torch.finfo(torch.float32).min
+    bias.requires_grad_()
+    inputs = (query, key, value, bias)
+    with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+        expected = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=0.3)
+    expected_grads = torch.autograd.grad(expected.square().sum(), inputs)
+    output = SdpaWithBiasGradient.apply(query, key, value, bias, 0.3, block_rows)
+    grads = torch.autograd.grad(output.square().sum(), inputs)
+    torch.testing.assert_close(output, expected)
+    for name, grad, expected_grad in zip("qkvb", grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_relative_bias_trains_through_the_bias_gradient_path_and_matches_eager(monkeypatch):
+    """On CPU, sdpa with `relative_bias` trains through `SdpaWithBiasGradient` and `HeadsFirstLookup` (not SDPA's math
+    path and autograd's scatter), with eager's outputs and gradients."""
+    from modeling_posattn import modeling_posattn, positional_encodings
+
+    calls = {"attention": 0, "lookup": 0}
+    for module, name, key in ((modeling_posattn, "SdpaWithBiasGradient", "attention"),
+                              (positional_encodings, "HeadsFirstLookup", "lookup")):
+        original = getattr(module, name).apply
+
+        def counted(*args, original=original, key=key):
+            calls[key] += 1
+            return original(*args)
+
+        monkeypatch.setattr(getattr(module, name), "apply", counted)
+    inputs = batch_of(random_samples())
+    mask = inputs["attention_mask"].bool()
+    results = []
+    for implementation in ("sdpa", "eager"):
+        model = build_model(relative_position_encoding="relative_bias", attn_implementation=implementation).train()
+        hidden = model(**inputs).last_hidden_state
+        hidden[mask].square().mean().backward()
+        results.append((hidden[mask], {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+        if implementation == "sdpa":
+            layers = model.config.num_hidden_layers
+            assert calls == {"attention": layers, "lookup": 1}, calls
+    (sdpa_out, sdpa_grads), (eager_out, eager_grads) = results
+    torch.testing.assert_close(sdpa_out, eager_out, atol=1e-5, rtol=0)
+    assert "relative_position_encoding.relative_attention_bias.weight" in sdpa_grads
+    for parameter, gradient in eager_grads.items():
+        torch.testing.assert_close(sdpa_grads[parameter], gradient, atol=1e-5, rtol=1e-4, msg=parameter)
+
+
+def test_heads_first_lookup_gradient_matches_autograds_index():
+    from modeling_posattn.positional_encodings import HeadsFirstLookup
+
+    torch.manual_seed(0)
+    table = torch.randn(9, 3, dtype=torch.float64, requires_grad=True)
+    index = torch.randint(0, 9, (2, 1, 5, 6), dtype=torch.int32)
+    heads = torch.arange(3).view(1, -1, 1, 1)
+    torch.testing.assert_close(HeadsFirstLookup.apply(table, index), table[index, heads])
+    assert torch.autograd.gradcheck(lambda t: HeadsFirstLookup.apply(t, index), (table,))
+
+
 def test_rotary_matches_the_textbook_formula_forward_and_backward():
     """The roll + signed-sin rotation equals `x cos + rotate_half(x) sin` (RoFormer / transformers' llama), gradients too."""
     from modeling_posattn.positional_encodings import apply_rotary_pos_emb, rotate_half
