@@ -7,18 +7,18 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.modeling_utils import PreTrainedModel
 from transformers.processing_utils import Unpack
 from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
 from transformers.utils.output_capturing import capture_outputs
 
+from .attention_posattn import attention_function, flex_attention_with_score_mod, query_blocked_attention
 from .configuration_posattn import PosAttnConfig
 from .masking_posattn import compute_mask_positions
 from .stems import build_stem, token_feature_dim
@@ -58,169 +58,6 @@ class PosAttnModelOutput(BaseModelOutputWithPooling):
     """
 
     modality_ids: torch.LongTensor | None = None
-
-
-def eager_attention_forward(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float,
-    dropout: float = 0.0,
-    **kwargs,
-):
-    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
-    if attention_mask is not None:
-        attn_weights = attn_weights + attention_mask
-    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
-    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
-    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
-    return attn_output, attn_weights
-
-
-class SdpaWithBiasGradient(torch.autograd.Function):
-    r"""`softmax(q k^T s + b) v` on CPU for a float bias `b` that needs a gradient (`relative_bias`'s learned table).
-
-    torch's CPU flash kernel takes a bias but gives it no gradient, so SDPA would fall back to its math path (the
-    explicit L x L softmax and its backward, ~2.5x the flash kernel). Here the forward is the flash kernel with its
-    log-sum-exp, and the backward is FlashAttention-2's (Dao, 2023) over blocks of `block_rows` query rows, which
-    yields the bias gradient on the way: $P = \exp(q k^T s + b - \mathrm{lse})$, $dV = P^T dO$,
-    $dS = P \odot (dO\,V^T - \mathrm{rowsum}(dO \odot O))$, $db = dS$, $dQ = dS\,K s$, $dK = dS^T Q s$.
-    Exact against the math path (tests/test_speed.py).
-    """
-
-    @staticmethod
-    def forward(ctx, query, key, value, bias, scale: float, block_rows: int):
-        output, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            query, key, value, attn_mask=bias, scale=scale
-        )
-        ctx.save_for_backward(query, key, value, bias, output, logsumexp)
-        ctx.scale, ctx.block_rows = scale, block_rows
-        return output
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        query, key, value, bias, output, logsumexp = ctx.saved_tensors
-        scale = ctx.scale
-        delta = (grad_output * output).sum(-1, keepdim=True)
-        # (B, heads, L, d) views of (B, L, heads, d) memory: matmul would copy them in every block
-        query, key, value, grad_output = (t.contiguous() for t in (query, key, value, grad_output))
-        key_t, value_t = key.transpose(-1, -2), value.transpose(-1, -2)
-        grad_query, grad_key, grad_value = torch.empty_like(query), torch.zeros_like(key), torch.zeros_like(value)
-        grad_bias = torch.empty_like(bias)
-        for start in range(0, query.shape[2], ctx.block_rows):
-            rows = slice(start, start + ctx.block_rows)
-            query_rows, grad_rows = query[:, :, rows], grad_output[:, :, rows]
-            probabilities = torch.matmul(query_rows, key_t).mul_(scale).add_(bias[:, :, rows])
-            probabilities = probabilities.sub_(logsumexp[:, :, rows, None]).exp_()
-            grad_value.add_(torch.matmul(probabilities.transpose(-1, -2), grad_rows))
-            grad_scores = torch.matmul(grad_rows, value_t).sub_(delta[:, :, rows]).mul_(probabilities)
-            grad_bias[:, :, rows] = grad_scores
-            grad_query[:, :, rows] = torch.matmul(grad_scores, key).mul_(scale)
-            grad_key.add_(torch.matmul(grad_scores.transpose(-1, -2), query_rows), alpha=scale)
-        return grad_query, grad_key, grad_value, grad_bias, None, None
-
-
-# about 8 MiB of float32 scores per block in `SdpaWithBiasGradient`'s backward: cache-sized, few Python iterations
-BIAS_GRADIENT_BLOCK_ELEMENTS = 2**21
-
-
-def sdpa_attention_forward(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float,
-    dropout: float = 0.0,
-    **kwargs,
-):
-    """transformers' sdpa, except for a float32 bias that needs a gradient on CPU: then `SdpaWithBiasGradient`."""
-    trainable_bias = (
-        attention_mask is not None
-        and attention_mask.requires_grad
-        and attention_mask.shape == (*query.shape[:3], key.shape[2])
-        and query.device.type == "cpu"
-        and query.dtype == attention_mask.dtype == torch.float32
-        and dropout == 0.0
-        and not torch.compiler.is_compiling()
-    )
-    if not trainable_bias:
-        return ALL_ATTENTION_FUNCTIONS["sdpa"](
-            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
-        )
-    batch, heads, _, length = attention_mask.shape
-    block_rows = max(1, BIAS_GRADIENT_BLOCK_ELEMENTS // (batch * heads * length))
-    output = SdpaWithBiasGradient.apply(query, key, value, attention_mask, scaling, block_rows)
-    return output.transpose(1, 2).contiguous(), None
-
-
-def attention_function(config: PosAttnConfig) -> Callable:
-    """The configured attention kernel from transformers' attention interface (sdpa with the CPU bias-gradient path)."""
-    if config._attn_implementation == "sdpa":
-        return sdpa_attention_forward
-    return ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation, eager_attention_forward)
-
-
-def flex_attention_with_score_mod(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: None,
-    scaling: float,
-    score_mod: Callable,
-    dropout: float = 0.0,
-    **kwargs,
-):
-    """FlexAttention with the position bias computed inside the kernel by `score_mod`: no L x L tensor."""
-    from transformers.integrations.flex_attention import compile_friendly_flex_attention
-
-    if dropout > 0:
-        raise ValueError("`flex_attention` does not support attention dropout: set `attention_dropout=0.0`.")
-    if query.device.type == "cpu" and torch.is_grad_enabled() and query.requires_grad:
-        raise ValueError(
-            "torch has no FlexAttention backward on CPU: train on CPU with attn_implementation='sdpa' (the bias is then "
-            "a dense float mask), or run flex on a GPU."
-        )
-    attn_output = compile_friendly_flex_attention(
-        query, key, value, score_mod=score_mod, scale=scaling, training=module.training
-    )
-    return attn_output.transpose(1, 2).contiguous(), None
-
-
-def query_blocked_attention(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: None,
-    scaling: float,
-    attention_bias: QueryBlockedBias,
-    dropout: float = 0.0,
-    **kwargs,
-):
-    """Exact biased attention over blocks of query rows: `softmax(q_r k^T s + b_r) v` for each block `r`, where `b_r` is
-    only that block's `(B, heads, rows, L)` bias, so memory is linear in L. Each block runs the configured kernel
-    (sdpa or eager). Softmax is per query row, so the blocks are independent and their concatenation is the dense result.
-    With `attention_bias.checkpoint` and gradients on, a block keeps only its inputs for the backward pass (the bias
-    SDPA would otherwise save is rebuilt there), or training memory would be quadratic again."""
-    inner = attention_function(module.config)
-
-    def attend(query_block: torch.Tensor, start: int) -> torch.Tensor:
-        bias = attention_bias(slice(start, start + query_block.shape[2]))
-        return inner(module, query_block, key, value, bias, scaling=scaling, dropout=dropout)[0]
-
-    checkpointed = attention_bias.checkpoint and torch.is_grad_enabled()
-    blocks = []
-    for start in range(0, query.shape[2], attention_bias.block_size):
-        query_block = query[:, :, start : start + attention_bias.block_size]
-        if checkpointed:
-            blocks.append(checkpoint(attend, query_block, start, use_reentrant=False))
-        else:
-            blocks.append(attend(query_block, start))
-    return torch.cat(blocks, dim=1), None
 
 
 class PosAttnAttention(nn.Module):

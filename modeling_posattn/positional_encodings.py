@@ -540,7 +540,7 @@ def dense_attention_bias(
 @dataclass
 class QueryBlockedBias:
     """A score bias built on demand, `block_size` query rows at a time, for attention whose dense `(B, heads, L, L)`
-    bias would exceed `config.dense_bias_max_bytes` (see `query_blocked_attention` in `modeling_posattn.py`)."""
+    bias would exceed `config.dense_bias_max_bytes` (see `query_blocked_attention` in `attention_posattn.py`)."""
 
     encoding: nn.Module
     positions: TokenPositions

@@ -6,7 +6,7 @@ candidates, both exact against the math path (checked below, and in tests):
 - `FlashAttentionWithBiasGradient` (measured first, not adopted): the flash kernel's backward for q, k and v, and the
   bias gradient `dS = P * (dO V^T - rowsum(dO * O))` with `P = exp(q k^T s + b - lse)` computed beside it: P is built
   twice (inside the flash backward and here), two more L x L matmuls.
-- `SdpaWithBiasGradient` (adopted: the model's sdpa path on CPU, `modeling_posattn.py`): the same flash forward, and
+- `SdpaWithBiasGradient` (adopted: the model's sdpa path on CPU, `attention_posattn.py`): the same flash forward, and
   the whole backward done once over blocks of query rows (FlashAttention-2's backward), which yields q, k, v and the
   bias gradient from one P per block.
 
@@ -21,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from modeling_posattn.modeling_posattn import BIAS_GRADIENT_BLOCK_ELEMENTS, SdpaWithBiasGradient
+from modeling_posattn.attention_posattn import BIAS_GRADIENT_BLOCK_ELEMENTS, SdpaWithBiasGradient
 
 
 class FlashAttentionWithBiasGradient(torch.autograd.Function):

@@ -122,7 +122,7 @@ def test_query_blocked_bias_never_builds_the_square_bias(monkeypatch):
 def test_sdpa_with_bias_gradient_matches_the_math_path(block_rows):
     """The flash forward + blocked FlashAttention-2 backward gives SDPA's math-path output and all four gradients,
     whatever the block size (a last block shorter than the others included), with padding keys at the dtype's minimum."""
-    from modeling_posattn.modeling_posattn import SdpaWithBiasGradient
+    from modeling_posattn.attention_posattn import SdpaWithBiasGradient
 
     torch.manual_seed(0)
     query, key, value = (torch.randn(2, 3, 40, 8, requires_grad=True) for _ in range(3))
@@ -143,10 +143,10 @@ def test_sdpa_with_bias_gradient_matches_the_math_path(block_rows):
 def test_relative_bias_trains_through_the_bias_gradient_path_and_matches_eager(monkeypatch):
     """On CPU, sdpa with `relative_bias` trains through `SdpaWithBiasGradient` and `HeadsFirstLookup` (not SDPA's math
     path and autograd's scatter), with eager's outputs and gradients."""
-    from modeling_posattn import modeling_posattn, positional_encodings
+    from modeling_posattn import attention_posattn, positional_encodings
 
     calls = {"attention": 0, "lookup": 0}
-    for module, name, key in ((modeling_posattn, "SdpaWithBiasGradient", "attention"),
+    for module, name, key in ((attention_posattn, "SdpaWithBiasGradient", "attention"),
                               (positional_encodings, "HeadsFirstLookup", "lookup")):
         original = getattr(module, name).apply
 
