@@ -14,11 +14,12 @@ fields set (absolute, default `sinusoidal`; relative, default `none`; fusion, de
 averaging, budget, the test split scored once at the end) is the recipe's, the same for every encoding.
 
 Writes into `--output-dir` (default `docs/results/<study>`):
-- `runs.csv`: one row per (configuration, seed): the test metric, the final training loss, the wall time;
+- `runs.csv`: one row per (configuration, seed): the test metric, the final training loss, the wall time, the machine
+  (a resumed study may span machines: the caption then counts the runs of each);
 - `summary.md`: mean ± std per configuration, the paired difference to the baseline over seeds with its 95% CI, the
   raw two-sided paired t-test p and Holm's step-down adjusted p over all the study's comparisons;
 - `summary.png`: every seed's score per configuration, with the mean;
-- `summary.json`: the same numbers, the study, the machine and the wall time.
+- `summary.json`: the same numbers, the study, the runs per machine and the wall time.
 The trained runs (weights, logs) go to `--runs-dir` (default `outputs/ablation/<study>`), never into docs.
 
 Seeds are 1..N, the seeds `posattn-train --seed 1,2,...` uses, so the recipe's own configuration reproduces its
@@ -40,13 +41,14 @@ import os
 import platform
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 ENCODING_DEFAULTS = {"absolute_position_encoding": "sinusoidal", "relative_position_encoding": "none", "position_fusion": "add"}
-RUN_FIELDS = ["configuration", "seed", "score", "train_loss", "seconds", "parameters"]
+RUN_FIELDS = ["configuration", "seed", "score", "train_loss", "seconds", "parameters", "machine"]
 
 
 def configuration_name(settings: dict) -> str:
@@ -105,6 +107,7 @@ def run_one(study: dict, settings: dict, seed: int, runs_root: str) -> dict:
         "train_loss": float(metrics["train_loss"]),
         "seconds": time.perf_counter() - started,
         "parameters": count_parameters(run_dir),
+        "machine": machine_description(),
     }
 
 
@@ -166,7 +169,15 @@ def format_difference(test: dict) -> str:
     return f"{test['difference']:+.3f} [{test['ci_low']:+.3f}, {test['ci_high']:+.3f}]"
 
 
-def summarise(rows: list[dict], study: dict, metric: str, wall_seconds: float | None, machine: str,
+def machines_of(rows: list[dict]) -> str:
+    """The machine the runs trained on, or each machine with its number of runs when a study spans several."""
+    counts = Counter(row["machine"] for row in rows)
+    if len(counts) == 1:
+        return f"Machine: {next(iter(counts))}"
+    return "Machines: " + "; ".join(f"{machine} ({count} runs)" for machine, count in counts.most_common())
+
+
+def summarise(rows: list[dict], study: dict, metric: str, wall_seconds: float | None,
               note: str = "") -> tuple[str, list[dict]]:
     by_configuration = scores_by_configuration(rows)
     baseline_name = study["baseline"]
@@ -192,7 +203,7 @@ def summarise(rows: list[dict], study: dict, metric: str, wall_seconds: float | 
         + (f" (and {json.dumps(study['arguments'])})" if study.get("arguments") else "")
         + f"; scored once on the test split at the end of training. Δ: paired over seeds against the baseline "
         f"`{baseline_name}`, mean [95% CI]; p: two-sided paired t-test; p (Holm): adjusted over the "
-        f"{len(adjusted)} comparisons of this table. Machine: {machine}. "
+        f"{len(adjusted)} comparisons of this table. {machines_of(rows)}. "
         + (f"Wall time {wall_seconds / 60:.1f} min." if wall_seconds is not None else
            f"Wall time not separable (rows taken from a mixed study); the runs took {sum(r['seconds'] for r in rows) / 60:.1f} min summed.")
         + (f" {note}" if note else "")
@@ -298,10 +309,19 @@ def machine_description() -> str:
     return f"{cpu}, {os.cpu_count()} cores, CPU only (torch {torch.__version__})"
 
 
-def read_runs(path: Path) -> list[dict]:
+def read_runs(path: Path, machine: str = "unrecorded machine") -> list[dict]:
+    """The runs of a runs.csv; `machine` for rows written before runs recorded theirs."""
     with open(path) as handle:
         return [{**row, "seed": int(row["seed"]), "score": float(row["score"]), "train_loss": float(row["train_loss"]),
-                 "seconds": float(row["seconds"]), "parameters": int(row["parameters"])} for row in csv.DictReader(handle)]
+                 "seconds": float(row["seconds"]), "parameters": int(row["parameters"]),
+                 "machine": row.get("machine") or machine} for row in csv.DictReader(handle)]
+
+
+def recorded_machine(summary_path: Path) -> str:
+    """The machine a table's summary.json names: where its runs without a machine of their own trained."""
+    if summary_path.exists():
+        return json.loads(summary_path.read_text()).get("machine", "unrecorded machine")
+    return "unrecorded machine"
 
 
 def load_study(path: str) -> dict:
@@ -316,9 +336,10 @@ def load_study(path: str) -> dict:
 
 
 def write_summary(output_dir: Path, study: dict, table: str, summary: list[dict], rows: list[dict], metric: str,
-                  wall_seconds: float | None, machine: str, command: str) -> None:
+                  wall_seconds: float | None, command: str) -> None:
     (output_dir / "summary.md").write_text(table)
-    (output_dir / "summary.json").write_text(json.dumps({"study": study, "machine": machine, "command": command,
+    machines = dict(Counter(row["machine"] for row in rows))
+    (output_dir / "summary.json").write_text(json.dumps({"study": study, "machines": machines, "command": command,
                                                          "wall_seconds": wall_seconds, "summary": summary}, indent=2) + "\n")
     plot(summary, rows, metric, study["study"], output_dir / "summary.png")
 
@@ -348,10 +369,10 @@ def main():
     if args.summarise:
         summary_path = output_dir / "summary.json"
         wall = json.loads(summary_path.read_text()).get("wall_seconds") if summary_path.exists() else None
-        rows, metric = read_runs(output_dir / "runs.csv"), study.get("metric", "accuracy")
-        machine = machine_description()
-        table, summary = summarise(rows, study, metric, wall, machine, args.note)
-        write_summary(output_dir, study, table, summary, rows, metric, wall, machine, " ".join(sys.argv))
+        rows = read_runs(output_dir / "runs.csv", recorded_machine(summary_path))
+        metric = study.get("metric", "accuracy")
+        table, summary = summarise(rows, study, metric, wall, args.note)
+        write_summary(output_dir, study, table, summary, rows, metric, wall, " ".join(sys.argv))
         print(table)
         return
     seeds = list(range(1, (args.seeds or study.get("seeds", 5)) + 1))
@@ -359,13 +380,12 @@ def main():
     output_dir.mkdir(parents=True, exist_ok=True)
     metric = study.get("metric", "accuracy")
     runs_path = output_dir / "runs.csv"
-    rows = read_runs(runs_path) if args.resume and runs_path.exists() else []
     summary_path = output_dir / "summary.json"
+    rows = read_runs(runs_path, recorded_machine(summary_path)) if args.resume and runs_path.exists() else []
     # A resumed study's wall time is the sum of its invocations', so that the caption stays the study's cost; a table
     # whose wall time was not separable (rows split off a mixed study: `--summarise`) stays so.
     earlier = json.loads(summary_path.read_text()).get("wall_seconds") if rows and summary_path.exists() else 0.0
     started = time.perf_counter() - (earlier or 0.0)
-    machine = machine_description()
 
     def write_outputs():
         with open(runs_path, "w", newline="") as handle:
@@ -373,8 +393,8 @@ def main():
             writer.writeheader()
             writer.writerows(sorted(rows, key=lambda row: (row["configuration"], row["seed"])))
         wall = None if earlier is None else time.perf_counter() - started
-        table, summary = summarise(rows, study, metric, wall, machine, args.note)
-        write_summary(output_dir, study, table, summary, rows, metric, wall, machine, " ".join(sys.argv))
+        table, summary = summarise(rows, study, metric, wall, args.note)
+        write_summary(output_dir, study, table, summary, rows, metric, wall, " ".join(sys.argv))
         return table, summary
 
     candidates = study["grid"] + (earlier_follow_up(study, rows) if args.only else [])

@@ -80,15 +80,15 @@ def resume(tmp_path, monkeypatch, study, finished, *options, score=lambda settin
     study_path, output_dir = tmp_path / "study.json", tmp_path / "results"
     study_path.write_text(json.dumps({"study": "s", "recipe": "uea", "baseline": "sinusoidal", **study}))
     output_dir.mkdir(exist_ok=True)
-    with open(output_dir / "runs.csv", "w") as handle:
-        handle.write(",".join(ablate.RUN_FIELDS) + "\n")
+    with open(output_dir / "runs.csv", "w") as handle:  # as runs.csv was before runs recorded their machine
+        handle.write("configuration,seed,score,train_loss,seconds,parameters\n")
         handle.writelines(f"{name},{seed},{value},0.1,1.0,10\n" for name, seed, value in finished)
     launched = []
 
     def fake_run(study, settings, seed, runs_dir):
         launched.append((ablate.configuration_name(settings), seed))
         return {"configuration": ablate.configuration_name(settings), "seed": seed, "score": score(settings),
-                "train_loss": 0.1, "seconds": 1.0, "parameters": 10}
+                "train_loss": 0.1, "seconds": 1.0, "parameters": 10, "machine": "new CPU"}
 
     monkeypatch.setattr(ablate, "run_one", fake_run)
     monkeypatch.setattr(ablate, "ProcessPoolExecutor", SerialExecutor)
@@ -171,10 +171,10 @@ def test_every_run_sets_all_three_encoding_fields_over_the_recipe():
 
 
 def test_summary_has_raw_and_holm_p_values():
-    rows = [{"configuration": name, "seed": seed, "score": score + 0.01 * seed * (name == "b"), "seconds": 1.0}
-            for seed in range(1, 6) for name, score in (("base", 0.8), ("a", 0.81), ("b", 0.9))]
+    rows = [{"configuration": name, "seed": seed, "score": score + 0.01 * seed * (name == "b"), "seconds": 1.0,
+             "machine": "cpu"} for seed in range(1, 6) for name, score in (("base", 0.8), ("a", 0.81), ("b", 0.9))]
     rows[0]["score"] -= 0.005  # base seed 1: a's differences are no longer constant
-    table, summary = ablate.summarise(rows, {"study": "s", "recipe": "uea", "baseline": "base"}, "accuracy", 60.0, "cpu")
+    table, summary = ablate.summarise(rows, {"study": "s", "recipe": "uea", "baseline": "base"}, "accuracy", 60.0)
     assert "p (Holm)" in table
     tests = {entry["configuration"]: entry["vs_baseline"] for entry in summary if "vs_baseline" in entry}
     assert set(tests) == {"a", "b"}
@@ -245,3 +245,22 @@ def test_resuming_a_table_of_unseparable_wall_time_keeps_it_unseparable(tmp_path
     summary = json.loads((tmp_path / "results" / "summary.json").read_text())
     assert summary["wall_seconds"] is None
     assert "Wall time not separable" in (tmp_path / "results" / "summary.md").read_text()
+
+
+def test_a_study_resumed_on_another_machine_counts_the_runs_of_each(tmp_path, monkeypatch):
+    """Runs written before runs.csv had a machine column trained on the machine their summary.json names; the caption
+    then counts the runs of each machine instead of naming only the one that resumed the study."""
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "summary.json").write_text(json.dumps({"machine": "old CPU", "wall_seconds": 60.0}))
+    finished = [(name, seed, 0.9) for name in ("sinusoidal", "learned") for seed in (1, 2)]
+    resume(tmp_path, monkeypatch, SINUSOIDAL_AND_LEARNED, finished, "--seeds", "3", "--only", "sinusoidal", "learned")
+    caption = (tmp_path / "results" / "summary.md").read_text().splitlines()[0]
+    assert "Machines: old CPU (4 runs); new CPU (2 runs)." in caption
+    rows = ablate.read_runs(tmp_path / "results" / "runs.csv")
+    assert {(row["seed"], row["machine"]) for row in rows} == {(1, "old CPU"), (2, "old CPU"), (3, "new CPU")}
+    assert json.loads((tmp_path / "results" / "summary.json").read_text())["machines"] == {"old CPU": 4, "new CPU": 2}
+
+
+def test_a_study_on_one_machine_names_it_once(tmp_path, monkeypatch):
+    resume(tmp_path, monkeypatch, SINUSOIDAL_AND_LEARNED, [], "--seeds", "2", "--only", "sinusoidal", "learned")
+    assert "Machine: new CPU." in (tmp_path / "results" / "summary.md").read_text().splitlines()[0]
