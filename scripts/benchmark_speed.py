@@ -8,6 +8,10 @@ round alike), reported as median and min-max over rounds; peak memory in one fre
    runs), so their share of a forward is measured, not guessed.
 2. Training step at 4096 tokens (one sample, hidden 128, 4 layers, 4 heads): `alibi` / `relative_bias` vs `none`,
    with the default bias path (dense up to `dense_bias_max_bytes`) and forced onto the query-blocked path.
+
+The timed rounds run with denormal floats flushed to zero, as `posattn-train` runs (`--flush_denormal`, default on), set
+before the first thread starts; with one thread (the default) the bias rounds also time `alibi` and `relative_bias` with
+denormals kept, toggled around their own steps. `--keep-denormals` times everything with torch's default instead.
 3. Peak memory (high-water mark of RSS, reset just before the step, minus the RSS then): inference at 16k tokens (bias encodings vs `sinusoidal`, 1 layer: an inference peak does not grow with
    depth) and a training step at 4096 tokens (rotary vs `sinusoidal`). Subprocesses run with
    `MALLOC_MMAP_THRESHOLD_=65536`: otherwise glibc's adaptive mmap threshold lets freed per-block buffers fragment the
@@ -167,14 +171,17 @@ def main():
     parser.add_argument("--skip-bias", action="store_true", help="skip the 4096-token bias comparison")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--output", default="docs/results/speed")
+    parser.add_argument("--keep-denormals", action="store_true", help="do not flush denormals (torch's default)")
     args = parser.parse_args()
 
     import torch
 
+    flushed = not args.keep_denormals and torch.set_flush_denormal(True)
     torch.set_num_threads(args.threads)
     small = json.loads((ROOT / "configuration" / "posattn-small.json").read_text())
     small = {key: small[key] for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")}
-    results = {"machine": f"{cpu_name()}, {args.threads} thread(s), torch {torch.__version__}, shared with other jobs"}
+    results = {"machine": f"{cpu_name()}, {args.threads} thread(s), torch {torch.__version__}, denormals "
+                          f"{'flushed' if flushed else 'kept'}, shared with other jobs"}
 
     print("1. vs BertModel (sdpa), small preset, 8 x 512 tokens", flush=True)
     models = {
@@ -196,13 +203,13 @@ def main():
     del models
 
     if not args.skip_bias:
-        bias_ratios(results, args)
+        bias_ratios(results, args, compare_denormals=flushed and args.threads == 1)
     if not args.skip_memory:
         peak_memory_table(results, args)
     write(results, Path(args.output), args)
 
 
-def bias_ratios(results: dict, args) -> None:
+def bias_ratios(results: dict, args, compare_denormals: bool) -> None:
     print("2. bias encodings at 4096 tokens, training step, vs none", flush=True)
     bias_cases = {
         "none": dict(absolute_position_encoding="none"),
@@ -218,8 +225,24 @@ def bias_ratios(results: dict, args) -> None:
             relative_bias_step()
 
     cases["relative_bias (SDPA math path, as before)"] = relative_bias_as_before
+    if compare_denormals:  # one thread: the mode set here is the only one that computes
+        for name in ("alibi", "relative_bias"):
+            cases[f"{name} (denormals kept)"] = with_denormals_kept(cases[name])
     results["bias_train_4096"] = interleaved(cases, "none", args.bias_rounds, steps=1)
     del cases
+
+
+def with_denormals_kept(step):
+    import torch
+
+    def step_with_denormals():
+        torch.set_flush_denormal(False)
+        try:
+            step()
+        finally:
+            torch.set_flush_denormal(True)
+
+    return step_with_denormals
 
 
 @contextlib.contextmanager

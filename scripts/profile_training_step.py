@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """Profile one training step (forward + backward) of a PosAttn model with `torch.profiler`: the operators with the
 most self CPU time, grouped by input shape. The model and batch are `benchmark_speed.py`'s 4096-token case (hidden 128,
-4 layers, 4 heads, two modalities, one sample); one warm-up step first.
+4 layers, 4 heads, two modalities, one sample); one warm-up step first. Denormal floats are flushed to zero, as
+`posattn-train` runs, unless `--keep-denormals`.
 
     python scripts/profile_training_step.py --relative alibi
+    python scripts/profile_training_step.py --relative alibi --keep-denormals
     python scripts/profile_training_step.py --relative relative_bias --length 2048 --rows 15
 """
 
@@ -23,11 +25,13 @@ def main():
     parser.add_argument("--length", type=int, default=4096, help="tokens in the one sample")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rows", type=int, default=10, help="operators to print")
+    parser.add_argument("--keep-denormals", action="store_true", help="do not flush denormals (torch's default)")
     args = parser.parse_args()
 
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    torch.set_flush_denormal(not args.keep_denormals)
     torch.set_num_threads(args.threads)
     model, batch = posattn_case(TWO_MODALITIES, args.length, 1, **WIDE, absolute_position_encoding=args.absolute,
                                 relative_position_encoding=args.relative)

@@ -82,3 +82,15 @@ def build_model(model_class=None, seed: int = 0, **overrides):
 @pytest.fixture
 def samples():
     return random_samples()
+
+
+def denormals_flushed() -> bool:
+    """Whether float32 denormals are flushed to zero in this thread (`torch.set_flush_denormal`)."""
+    return (torch.tensor([1e-39]) * 1.0).item() == 0.0
+
+
+@pytest.fixture(autouse=True)
+def denormals_kept_after_each_test():
+    """The toolkit's runs flush denormals for their process; later tests start from torch's default again."""
+    yield
+    torch.set_flush_denormal(False)

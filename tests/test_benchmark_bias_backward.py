@@ -1,11 +1,12 @@
-"""scripts/benchmark_bias_backward.py: the measured candidate (flash kernel + own bias gradient) is exact, so its timing
-compares like with like."""
+"""scripts/benchmark_bias_backward.py and benchmark_speed.py's bias rows: the measured candidate (flash kernel + own
+bias gradient) is exact, so its timing compares like with like; the "as before" and "denormals kept" rows run what they
+name."""
 
 import contextlib
 
 import torch
 
-from conftest import ROOT, load_script
+from conftest import ROOT, denormals_flushed, load_script
 
 
 def test_flash_with_bias_gradient_matches_the_math_path():
@@ -45,3 +46,12 @@ def test_benchmark_speed_measures_the_code_before_the_bias_gradient_path():
     assert "HeadsFirstLookup" not in before
     assert "SdpaWithBiasGradient" in now and "HeadsFirstLookup" in now
     assert "_scaled_dot_product_attention_math" not in now
+
+
+def test_benchmark_speed_keeps_denormals_only_inside_the_kept_rows_steps():
+    module = load_script(ROOT / "scripts" / "benchmark_speed.py")
+    seen = []
+    step = module.with_denormals_kept(lambda: seen.append(denormals_flushed()))
+    torch.set_flush_denormal(True)
+    step()
+    assert seen == [False] and denormals_flushed() == torch.set_flush_denormal(True)

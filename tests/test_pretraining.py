@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import MODALITIES, batch_of, random_samples, tiny_config
+from conftest import MODALITIES, batch_of, denormals_flushed, random_samples, tiny_config
 
 from modeling_posattn import PosAttnConfig, PosAttnForPreTraining, PosAttnForSequenceClassification, PosAttnModel
 from modeling_posattn.masking_posattn import (
@@ -272,6 +272,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = {"num_train": 48, "num_validation": 24, "num_test": 24}
 
 
+DENORMALS_FLUSHED_BY_PRETRAINING = []
+
+
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     """`scripts/pretrain.py` on the tiny synthetic task, time-aligned masking, 2 epochs (the console script's code)."""
@@ -283,16 +286,19 @@ def pretrained(tmp_path_factory):
     ]
     old_argv = sys.argv
     sys.argv = argv
+    torch.set_flush_denormal(False)
     try:
         with pytest.raises(SystemExit) as exit_status:
             runpy.run_path(str(ROOT / "scripts" / "pretrain.py"), run_name="__main__")
     finally:
         sys.argv = old_argv
     assert exit_status.value.code == 0
+    DENORMALS_FLUSHED_BY_PRETRAINING.append(denormals_flushed())
     return output_dir
 
 
 def test_pretrain_script_end_to_end(pretrained):
+    assert DENORMALS_FLUSHED_BY_PRETRAINING == [torch.set_flush_denormal(False)]  # False where the CPU cannot
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md", "masking_posattn.py",
                  "train_results.json", "eval_results.json", "trainer_state.json"):
         assert (pretrained / name).is_file(), name

@@ -33,6 +33,8 @@ from modeling_posattn.toolkit.evaluation import build_compute_metrics  # noqa: E
 from modeling_posattn.toolkit.arguments import ARGUMENT_CLASSES  # noqa: E402
 from modeling_posattn.toolkit.recipes import BASE_RECIPE, DEFAULT_RECIPE, load_model_preset, load_recipe  # noqa: E402
 
+from conftest import denormals_flushed  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"num_train": 48, "num_validation": 24, "num_test": 24}
 
@@ -339,6 +341,16 @@ def test_run_training_programmatic_overrides(tmp_path):
 
 QUICK = {"dataset_options": TINY, "num_train_epochs": 1, "report_to": "none", "disable_tqdm": True,
          "save_strategy": "no", "eval_strategy": "no", "load_best_model_at_end": False}
+
+
+@pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU cannot flush denormals")
+def test_training_flushes_denormals_unless_told_not_to(tmp_path):
+    from modeling_posattn.toolkit.run import run_training
+
+    run_training(overrides={**QUICK, "output_dir": str(tmp_path / "kept"), "flush_denormal": False}, write_model_card=False)
+    assert not denormals_flushed()
+    run_training(overrides={**QUICK, "output_dir": str(tmp_path / "flushed")}, write_model_card=False)
+    assert denormals_flushed()
 
 
 def test_an_earlier_run_is_never_overwritten_silently(tmp_path):

@@ -157,7 +157,7 @@ class DataArguments:
 
 @dataclass
 class PosAttnTrainingArguments(TrainingArguments):
-    """`TrainingArguments` plus early stopping, thread count, output-folder protection and the global-batch rule."""
+    """`TrainingArguments` plus early stopping, CPU math settings, output-folder protection and the global-batch rule."""
 
     early_stopping_patience: int | None = field(
         default=None, metadata={"help": "Stop after this many evaluations without improvement (off when unset)."}
@@ -176,6 +176,16 @@ class PosAttnTrainingArguments(TrainingArguments):
             "help": "CPU threads for torch's intra-op parallelism (torch.set_num_threads) in each process; unset or 0: "
             "torch's default (OMP_NUM_THREADS, else one per core). The small presets gain little from threads and "
             "lose a lot when the cores are shared, hence 1 in the recipes."
+        },
+    )
+    flush_denormal: bool = field(
+        default=True,
+        metadata={
+            "help": "Flush denormal floats (|x| < 1.2e-38 in float32) to zero on CPU for the whole process "
+            "(torch.set_flush_denormal). Softmax probabilities that underflow are denormal, e.g. under alibi's "
+            "penalties at long range, and many x86 CPUs compute with them in microcode, several times slower "
+            "(docs/speed_notes.md). Values that small change no result that matters. Set before training starts, so "
+            "torch's worker threads inherit it; false leaves the mode as it is."
         },
     )
     overwrite_output_dir: bool = field(

@@ -30,7 +30,7 @@ COMMON_TRAINING_FLAGS = (
     "warmup_steps", "weight_decay", "label_smoothing_factor", "per_device_train_batch_size", "keep_global_batch",
     "per_device_eval_batch_size", "gradient_accumulation_steps", "eval_strategy", "save_strategy",
     "load_best_model_at_end", "metric_for_best_model", "early_stopping_patience", "logging_steps", "report_to",
-    "torch_num_threads", "use_cpu", "bf16", "resume_from_checkpoint",
+    "torch_num_threads", "flush_denormal", "use_cpu", "bf16", "resume_from_checkpoint",
 )
 USAGE = "posattn-train [--config RECIPE] [--seed SEED[,SEED...]] [--FLAG VALUE ...] [-h | --help_all]"
 DESCRIPTION = (

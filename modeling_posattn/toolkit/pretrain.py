@@ -26,7 +26,7 @@ from transformers import DataCollatorWithPadding, Trainer, set_seed
 from .builders import build_processor, build_pretraining_model, encode_splits
 from .card_writer import recipe_summary
 from .data_sources import dataset_slug, load_data, prepare_splits
-from .run import early_stopping, guard_output_dir, keep_global_batch, setup_logging
+from .run import configure_cpu_math, early_stopping, guard_output_dir, keep_global_batch, setup_logging
 
 logger = logging.getLogger("modeling_posattn.toolkit.pretrain")
 
@@ -115,8 +115,7 @@ def run_pretraining(
         model_args, data_args, training_args = parse_pretraining_args(argv if argv is not None else [], overrides)
     setup_logging(training_args)
     started = time.perf_counter()
-    if training_args.torch_num_threads:
-        torch.set_num_threads(training_args.torch_num_threads)
+    configure_cpu_math(training_args)
     guard_output_dir(training_args)
     keep_global_batch(training_args)
 

@@ -74,6 +74,15 @@ def resolve_best_metric(training_args: PosAttnTrainingArguments, problem_type: s
         training_args.greater_is_better = False
 
 
+def configure_cpu_math(training_args: PosAttnTrainingArguments) -> None:
+    """The run's process-wide CPU settings: flush denormals first (threads started later inherit the mode), then the
+    intra-op thread count."""
+    if training_args.flush_denormal:
+        torch.set_flush_denormal(True)
+    if training_args.torch_num_threads:
+        torch.set_num_threads(training_args.torch_num_threads)
+
+
 def keep_global_batch(training_args: PosAttnTrainingArguments) -> None:
     """Under N processes, give each 1/N of the per-device batch so that the global batch is a single process's."""
     world_size = training_args.world_size
@@ -155,8 +164,7 @@ def run_training(
         training_args.seed = seed
     setup_logging(training_args)
     started = time.perf_counter()
-    if training_args.torch_num_threads:
-        torch.set_num_threads(training_args.torch_num_threads)
+    configure_cpu_math(training_args)
     guard_output_dir(training_args)
     keep_global_batch(training_args)
 
