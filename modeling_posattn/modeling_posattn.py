@@ -202,29 +202,44 @@ class PosAttnEmbeddings(nn.Module):
     def embed_content(
         self, input_values: torch.Tensor | None, input_ids: torch.Tensor | None, positions: TokenPositions
     ) -> torch.Tensor:
-        """`(B, L, H)`: every token's stem output (or token embedding), normalised per modality when `unit_scale`."""
+        """`(B, L, H)`: every token's stem output (or token embedding), normalised per modality when `unit_scale`, plus
+        its modality's embedding."""
         modality_ids = positions.modality_ids
         weight = self.modality_embedding.weight
+        # One modality and no padding (learned in the value checks' host sync): every token is that modality's own, so
+        # its module needs no masking.
+        every_token_own = len(self.content) == 1 and positions.padded is False
         parts = []
         # Every modality's module runs over the whole packed sequence and zeroes what is not its own: no boolean
         # indexing, so no data-dependent shapes (torch.compile and torch.export trace one graph) and no host sync.
         for index, module in enumerate(self.content):
-            selected = (modality_ids == index) & positions.mask
+            selected = None if every_token_own else (modality_ids == index) & positions.mask
             if isinstance(module, nn.Embedding):
                 if input_ids is not None:
                     # other modalities' positions hold arbitrary ids: clamp them into the table, then drop them
                     ids = input_ids.clamp(0, module.num_embeddings - 1)
-                    parts.append(torch.where(selected[..., None], module(ids), 0.0))
+                    parts.append(module(ids) if selected is None else torch.where(selected[..., None], module(ids), 0.0))
             elif input_values is not None:
-                parts.append(module(input_values.to(weight.dtype), selected))
+                values = input_values.to(weight.dtype)
+                if selected is None and not isinstance(module, nn.Linear):  # only the Linear stem takes no mask
+                    selected = positions.mask
+                parts.append(module(values, selected))
         content = sum(parts[1:], parts[0]) if parts else weight.new_zeros(*modality_ids.shape, weight.shape[-1])
         if self.unit_scale:
-            # a LayerNorm whose affine is the token's modality's, gathered as embedding rows (index_select, several
-            # times faster on CPU than advanced indexing)
-            scale = nn.functional.embedding(modality_ids, self.content_norm_weight)
-            shift = nn.functional.embedding(modality_ids, self.content_norm_bias)
-            content = nn.functional.layer_norm(content, content.shape[-1:], eps=self.layer_norm_eps) * scale + shift
-        return content
+            return self.normalise_per_modality(content, modality_ids)
+        return content + self.modality_embedding(modality_ids)
+
+    def normalise_per_modality(self, content: torch.Tensor, modality_ids: torch.Tensor) -> torch.Tensor:
+        """$\gamma_m \odot \mathrm{LN}(c) + \beta_m + e_m$ with the modality embedding $e_m$ folded into the shift:
+        one fused `layer_norm` with one modality; otherwise the `(M, H)` tables gathered as embedding rows
+        (index_select, several times faster on CPU than advanced indexing) and one `addcmul`."""
+        shift = self.content_norm_bias + self.modality_embedding.weight
+        if len(self.content) == 1:
+            return nn.functional.layer_norm(content, content.shape[-1:], self.content_norm_weight[0], shift[0],
+                                            eps=self.layer_norm_eps)
+        normalised = nn.functional.layer_norm(content, content.shape[-1:], eps=self.layer_norm_eps)
+        scale = nn.functional.embedding(modality_ids, self.content_norm_weight)
+        return torch.addcmul(nn.functional.embedding(modality_ids, shift), normalised, scale)
 
     def forward(
         self,
@@ -235,13 +250,12 @@ class PosAttnEmbeddings(nn.Module):
         mask_embedding: torch.Tensor | None = None,
     ) -> torch.Tensor:
         modality_ids = positions.modality_ids
-        content = self.embed_content(input_values, input_ids, positions)
+        hidden_states = self.embed_content(input_values, input_ids, positions)
         if mask_positions is not None:
             # Masked-reconstruction pretraining: a masked token keeps its modality and position but its content is the
             # modality's learned mask embedding (wav2vec 2.0's `masked_spec_embed`), not zeros.
-            masked = nn.functional.embedding(modality_ids, mask_embedding).to(content.dtype)
-            content = torch.where(mask_positions[..., None], masked, content)
-        hidden_states = content + self.modality_embedding(modality_ids)
+            masked = nn.functional.embedding(modality_ids, mask_embedding + self.modality_embedding.weight)
+            hidden_states = torch.where(mask_positions[..., None], masked.to(hidden_states.dtype), hidden_states)
         if self.position_encoding is not None:
             encoding = self.position_encoding(hidden_states, positions)
             if self.encoding_norm is not None:

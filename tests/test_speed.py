@@ -278,6 +278,55 @@ def test_gated_fusion_without_boolean_indexing_matches_the_former_formula(num_mo
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("num_modalities", [1, 3])
+def test_per_modality_normalisation_matches_its_formula(num_modalities):
+    """gamma_m * LN(c) + beta_m + e_m, the modality embedding folded into the shift: forward and gradients equal the
+    formula with each term gathered by advanced indexing."""
+    torch.manual_seed(0)
+    modalities = dict(list(tiny_config().modalities.items())[:num_modalities])
+    embeddings = build_model(modalities=modalities).embeddings
+    for parameter in (embeddings.content_norm_weight, embeddings.content_norm_bias):
+        torch.nn.init.normal_(parameter)
+    content = torch.randn(3, 11, 32, requires_grad=True)
+    modality_ids = torch.randint(0, num_modalities, (3, 11))
+    weights = [content, embeddings.content_norm_weight, embeddings.content_norm_bias, embeddings.modality_embedding.weight]
+    new = embeddings.normalise_per_modality(content, modality_ids)
+    old = (torch.nn.functional.layer_norm(content, (32,), eps=embeddings.layer_norm_eps)
+           * embeddings.content_norm_weight[modality_ids] + embeddings.content_norm_bias[modality_ids]
+           + embeddings.modality_embedding.weight[modality_ids])
+    torch.testing.assert_close(new, old, atol=1e-6, rtol=1e-6)
+    for a, b in zip(torch.autograd.grad(new.square().sum(), weights), torch.autograd.grad(old.square().sum(), weights)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("stem", [None, {"type": "conv", "stride": 2}, "tokens"])
+def test_one_unpadded_modality_embeds_without_masking(stem):
+    """With one modality and no padding, every token is the modality's own: its stem (or token table) runs without the
+    `where` masks, and the embeddings equal the masked computation's."""
+    import dataclasses
+
+    from torch.profiler import profile
+
+    if stem == "tokens":
+        modalities = {"text": {"vocab_size": 37, "sampling_rate": None}}
+        inputs = batch_of([{"text": np.arange(8) % 37}, {"text": np.arange(8, 16)}], modalities)
+    else:
+        modalities = {"audio": {"input_dim": 4, "sampling_rate": 100.0, **({"stem": stem} if stem else {})}}
+        rng = np.random.default_rng(0)
+        inputs = batch_of([{"audio": rng.normal(size=(16, 4)).astype(np.float32)} for _ in range(2)], modalities)
+    model = build_model(modalities=modalities)
+    positions = model.token_positions(inputs.get("input_values"), inputs.get("input_ids"), inputs["modality_ids"],
+                                      None, None, inputs["attention_mask"])
+    assert positions.padded is False
+    values = inputs.get("input_values")
+    with torch.no_grad(), profile() as trace:
+        fast = model.embeddings(values, inputs.get("input_ids"), positions)
+    masked = model.embeddings(values, inputs.get("input_ids"), dataclasses.replace(positions, padded=None))
+    torch.testing.assert_close(fast, masked, atol=1e-6, rtol=1e-6)
+    if stem in (None, "tokens"):  # the conv stem masks its frames itself, from the padding mask
+        assert not [event.key for event in trace.key_averages() if event.key == "aten::where"]
+
+
 @torch.no_grad()
 def test_forward_has_no_boolean_indexing(monkeypatch):
     """Token embeddings and the gated fusion never index with a boolean mask: data-dependent shapes break graphs."""
