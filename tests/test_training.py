@@ -353,6 +353,28 @@ def test_training_flushes_denormals_unless_told_not_to(tmp_path):
     assert denormals_flushed()
 
 
+FLUSHED_IN_EVERY_THREAD = """
+import json, sys, torch
+from modeling_posattn.toolkit.run import run_training
+run_training(overrides={**json.loads(sys.argv[1]), "torch_num_threads": 2}, write_model_card=False)
+products = torch.full((4_000_000,), 1e-39) * 1.0  # split between both intra-op threads
+print(json.dumps({"threads": torch.get_num_threads(), "flushed": bool((products == 0).all())}))
+"""
+
+
+@pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU cannot flush denormals")
+def test_a_training_process_flushes_denormals_in_its_worker_threads_too(tmp_path):
+    """A thread copies the mode when it starts, so the run sets it before torch's thread pool exists: a fresh process
+    that trains on two threads flushes in both."""
+    import subprocess
+
+    overrides = {**QUICK, "output_dir": str(tmp_path / "run")}
+    result = subprocess.run([sys.executable, "-c", FLUSHED_IN_EVERY_THREAD, json.dumps(overrides)], capture_output=True,
+                            text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"threads": 2, "flushed": True}
+
+
 def test_an_earlier_run_is_never_overwritten_silently(tmp_path):
     from modeling_posattn.toolkit.run import run_training
 
