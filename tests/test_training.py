@@ -245,6 +245,9 @@ def test_help_is_short_and_starts_with_the_recipe(capsys):
     short = capsys.readouterr().out
     assert short.index("--config") < short.index("--model_config") < short.index("--dataset_name") < short.index("--learning_rate")
     assert "--help_all" in short and "--adam_beta1" not in short and len(short.splitlines()) < 260
+    # a training flag's default is its field's (or the recipe's), not argparse's None
+    flush_help = " ".join(short[short.index("--flush_denormal"):short.index("--use_cpu")].split())
+    assert flush_help.endswith("(default: True)")
     with pytest.raises(SystemExit):
         parse_args(["--help_all"])
     assert "--adam_beta1" in capsys.readouterr().out

@@ -78,7 +78,9 @@ def help_parser(recipe: dict[str, Any], full: bool = False) -> HfArgumentParser:
             "Training (the most used TrainingArguments; all of them: --help_all, or " + TRAINING_ARGUMENTS_DOCS + ")"
         )
         for name in COMMON_TRAINING_FLAGS:
-            group.add_argument(f"--{name}", help=fields[name].metadata.get("help", "").split("\n")[0])
+            default = fields[name].default
+            group.add_argument(f"--{name}", help=fields[name].metadata.get("help", "").split("\n")[0],
+                               default=None if default is dataclasses.MISSING else default)
     parser.set_defaults(**{key: value for key, value in recipe.items() if key != "seed"})
     return parser
 
