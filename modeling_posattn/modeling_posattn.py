@@ -30,6 +30,7 @@ from .validation_posattn import (  # noqa: F401  (re-exported: the model's input
     features_as_float,
     resolve_token_positions,
     validate_labels,
+    values_checks_skipped,
 )
 from .positional_encodings import (
     ABSOLUTE_POSITION_ENCODINGS,
@@ -42,6 +43,9 @@ from .positional_encodings import (
     apply_rotary_signed,
     attention_bias_for,
     flex_score_mod,
+    interleaved_rows,
+    rotate_interleaved,
+    rotation_phasors,
     signed_sin,
 )
 
@@ -87,11 +91,19 @@ class PosAttnAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         input_shape = hidden_states.shape[:-1]
         hidden_shape = (*input_shape, -1, self.head_dim)
-        query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        if position_embeddings is not None and position_embeddings[0].is_complex():
+            # (phasors, interleaved rows): q and k come out with their rotation pairs side by side, so each rotation is
+            # one complex product; the same row order in q and k leaves every score q.k unchanged
+            phasors, rows = position_embeddings
+            query = rotate_interleaved(self.projection_rows(self.q_proj, hidden_states, rows).view(hidden_shape), phasors)
+            key = rotate_interleaved(self.projection_rows(self.k_proj, hidden_states, rows).view(hidden_shape), phasors)
+            query, key = query.transpose(1, 2), key.transpose(1, 2)
+        else:
+            query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+            key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+            if position_embeddings is not None:  # (cos, signed sin): see `signed_sin`
+                query, key = apply_rotary_signed(query, key, *position_embeddings)
         value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        if position_embeddings is not None:  # (cos, signed sin): see `signed_sin`
-            query, key = apply_rotary_signed(query, key, *position_embeddings)
 
         if score_mod is not None:
             attention_interface: Callable = flex_attention_with_score_mod
@@ -117,6 +129,11 @@ class PosAttnAttention(nn.Module):
             attn_output = attn_output.clone(memory_format=torch.contiguous_format)
         attn_output = self.o_proj(attn_output.reshape(*input_shape, -1).contiguous())
         return attn_output, attn_weights
+
+
+    @staticmethod
+    def projection_rows(projection: nn.Linear, hidden_states: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(hidden_states, projection.weight.index_select(0, rows), projection.bias.index_select(0, rows))
 
 
 class PosAttnMLP(nn.Module):
@@ -388,6 +405,15 @@ class PosAttnModel(PosAttnPreTrainedModel):
     def token_positions(self, input_values, input_ids, modality_ids, position_ids, timestamps, attention_mask) -> TokenPositions:
         return resolve_token_positions(self.config, input_values, input_ids, modality_ids, position_ids, timestamps, attention_mask)
 
+    def rotary_inputs(self, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What every layer's attention rotates q and k with: `(phasors, interleaved rows)` for the complex product in
+        eager float32/64, or `(cos, signed sin)` for the half layout, which tracing (`torch.compile` fuses it; ONNX has
+        no complex type) and other dtypes use. Both give the same scores (tests/test_speed.py)."""
+        if cos.dtype in (torch.float32, torch.float64) and not values_checks_skipped():
+            rows = interleaved_rows(self.config.num_attention_heads, self.config.head_dim, cos.device)
+            return rotation_phasors(cos, sin), rows
+        return cos, signed_sin(sin)
+
     def key_padding_mask(self, hidden_states: torch.Tensor, mask: torch.Tensor, padded: bool = True):
         """The mask for encodings that need no score bias. For eager and sdpa it is `(B, 1, 1, L)` and broadcast over
         queries, so no L x L tensor exists (transformers' `create_bidirectional_mask` expands it to `(B, 1, L, L)`).
@@ -442,7 +468,7 @@ class PosAttnModel(PosAttnPreTrainedModel):
             mask = self.key_padding_mask(hidden_states, positions.mask, padded=padded)
             if encoding is not None:
                 cos, sin = encoding(hidden_states, positions)
-                position_embeddings = (cos, signed_sin(sin))
+                position_embeddings = self.rotary_inputs(cos, sin)
         elif self.config._attn_implementation == "flex_attention":
             score_mod = flex_score_mod(encoding, positions)
         else:

@@ -319,6 +319,26 @@ def apply_rotary_signed(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin
     return rotate(q, cos, sin_signed), rotate(k, cos, sin_signed)
 
 
+def rotation_phasors(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """`(B, L, 1, d/2)` complex $s\,e^{i\theta_k}$ from the `(B, L, d)` half-layout `cos`/`sin` (whose halves repeat)."""
+    half = cos.shape[-1] // 2
+    return torch.complex(cos[..., :half], sin[..., :half]).unsqueeze(2)
+
+
+def interleaved_rows(num_heads: int, head_dim: int, device: torch.device) -> torch.Tensor:
+    """Row order of a q/k projection that puts each rotation pair `(x_k, x_{k + d/2})` of every head side by side."""
+    half = torch.arange(head_dim, device=device).view(2, head_dim // 2).t().flatten()
+    return (torch.arange(num_heads, device=device)[:, None] * head_dim + half).flatten()
+
+
+def rotate_interleaved(x: torch.Tensor, phasors: torch.Tensor) -> torch.Tensor:
+    """RoFormer's rotation as a complex product (as in LLaMA's reference code): `x` is `(B, L, heads, d)` with its
+    rotation pairs interleaved (`interleaved_rows`), each pair one complex number. One multiplication forward and one
+    backward, where the half layout takes three passes forward (`rotate`) and four backward."""
+    pairs = torch.view_as_complex(x.unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * phasors).flatten(-2)
+
+
 class RotaryPositionEncoding(nn.Module):
     r"""RoPE on the token index within its modality (Su et al., 2021, RoFormer).
 

@@ -6,6 +6,8 @@ import pytest
 import torch
 from conftest import batch_of, build_model, random_samples, tiny_config
 
+from modeling_posattn import PosAttnForSequenceClassification
+
 from modeling_posattn.positional_encodings import RelativeTimeBias
 
 
@@ -202,6 +204,39 @@ def test_rotary_matches_the_textbook_formula_forward_and_backward():
     expected = torch.autograd.grad(sum(x.square().sum() for x in textbook), (q, k))
     for new, old in zip(grads, expected):
         torch.testing.assert_close(new, old, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("encoding", ["rope", "time_rope"])
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_complex_rotation_of_interleaved_pairs_matches_the_half_layout(encoding, implementation, monkeypatch):
+    """Eager float32 rotates q and k by one complex product on projections whose rows put each rotation pair side by
+    side; the model's outputs, attention weights and gradients equal those of the half-layout rotation (what tracing
+    uses), and the complex path is the one taken."""
+    from modeling_posattn.positional_encodings import signed_sin
+
+    model = build_model(PosAttnForSequenceClassification, absolute_position_encoding="none",
+                        relative_position_encoding=encoding, attn_implementation=implementation).train()
+    inputs = {**batch_of(random_samples()), "labels": torch.tensor([0, 2, 1])}
+    products = []
+    model.posattn.layers[0].self_attn.register_forward_pre_hook(
+        lambda module, args, kwargs: products.append(kwargs["position_embeddings"][0].is_complex()), with_kwargs=True)
+
+    def run():
+        model.zero_grad()
+        output = model(**inputs, output_attentions=implementation == "eager")
+        output.loss.backward()
+        return output, [parameter.grad.clone() for parameter in model.parameters() if parameter.grad is not None]
+
+    complex_output, complex_grads = run()
+    monkeypatch.setattr(model.posattn, "rotary_inputs", lambda cos, sin: (cos, signed_sin(sin)))
+    half_output, half_grads = run()
+    assert products == [True, False]
+    torch.testing.assert_close(complex_output.logits, half_output.logits, atol=1e-5, rtol=1e-5)
+    if implementation == "eager":
+        for new, old in zip(complex_output.attentions, half_output.attentions):
+            torch.testing.assert_close(new, old, atol=1e-5, rtol=1e-5)
+    for new, old in zip(complex_grads, half_grads):
+        torch.testing.assert_close(new, old, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("implementation", ["sdpa", "eager"])
