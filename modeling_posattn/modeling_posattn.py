@@ -246,6 +246,18 @@ class PosAttnEmbeddings(nn.Module):
             return self.normalise_per_modality(content, modality_ids)
         return content + self.modality_embedding(modality_ids)
 
+    def encode_positions(self, content: torch.Tensor, positions: TokenPositions) -> torch.Tensor:
+        """`(B, L, H)` absolute encoding, RMS-normalised when `unit_scale`. An encoding of the position alone
+        (`sinusoidal`, `learned`: a `rows` method) is computed and normalised once per row of its table and gathered,
+        when the table has fewer rows than the batch has tokens."""
+        rows = getattr(self.position_encoding, "rows", None)
+        rows = rows(content, positions) if rows is not None else None
+        if rows is not None and rows[0].shape[0] < positions.mask.numel():
+            table, index = rows
+            return nn.functional.embedding(index, self.encoding_norm(table) if self.encoding_norm is not None else table)
+        encoding = self.position_encoding(content, positions)
+        return self.encoding_norm(encoding) if self.encoding_norm is not None else encoding
+
     def normalise_per_modality(self, content: torch.Tensor, modality_ids: torch.Tensor) -> torch.Tensor:
         """$\gamma_m \odot \mathrm{LN}(c) + \beta_m + e_m$ with the modality embedding $e_m$ folded into the shift:
         one fused `layer_norm` with one modality; otherwise the `(M, H)` tables gathered as embedding rows
@@ -274,10 +286,7 @@ class PosAttnEmbeddings(nn.Module):
             masked = nn.functional.embedding(modality_ids, mask_embedding + self.modality_embedding.weight)
             hidden_states = torch.where(mask_positions[..., None], masked.to(hidden_states.dtype), hidden_states)
         if self.position_encoding is not None:
-            encoding = self.position_encoding(hidden_states, positions)
-            if self.encoding_norm is not None:
-                encoding = self.encoding_norm(encoding)
-            hidden_states = self.fusion(hidden_states, encoding, modality_ids)
+            hidden_states = self.fusion(hidden_states, self.encode_positions(hidden_states, positions), modality_ids)
         return self.dropout(hidden_states)
 
 
@@ -513,6 +522,7 @@ def prepend_token(positions: TokenPositions) -> TokenPositions:
         mask=pad(positions.mask, True),
         modality_lengths=pad(positions.modality_lengths, 1),
         padded=positions.padded,
+        num_positions=positions.num_positions,
     )
 
 

@@ -33,6 +33,8 @@ class TokenPositions:
         modality_lengths: number of real tokens of this token's modality in this sample.
         padded: whether any token is padding, when the eager value checks learned it in their one host sync; None
             while tracing (unknown: the mask is kept).
+        num_positions: more than the largest `position_ids` of a real token, learned in the same sync; None while
+            tracing.
     """
 
     position_ids: torch.Tensor
@@ -41,6 +43,7 @@ class TokenPositions:
     mask: torch.Tensor
     modality_lengths: torch.Tensor
     padded: bool | None = None
+    num_positions: int | None = None
 
 
 def modality_one_hot(modality_ids: torch.Tensor, mask: torch.Tensor, num_modalities: int) -> torch.Tensor:
@@ -106,6 +109,13 @@ class SinusoidalPositionEncoding(nn.Module):
     def forward(self, content: torch.Tensor, positions: TokenPositions) -> torch.Tensor:
         return sinusoids(positions.position_ids, self.dim).to(content.dtype)
 
+    def rows(self, content: torch.Tensor, positions: TokenPositions) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """`(table, index)` with `forward(...) == table[index]`: one row per position, when their number is known."""
+        if positions.num_positions is None:
+            return None
+        table = sinusoids(torch.arange(positions.num_positions, device=content.device), self.dim).to(content.dtype)
+        return table, positions.position_ids
+
 
 class LearnedPositionEncoding(nn.Module):
     r"""A learned table per modality (Devlin et al., 2019, BERT; Zerveas et al., 2021, TST): $p_i = E_m[i]$.
@@ -122,8 +132,14 @@ class LearnedPositionEncoding(nn.Module):
     def forward(self, content: torch.Tensor, positions: TokenPositions) -> torch.Tensor:
         # Indices past the table are refused by the entry validation (`resolve_token_positions`, one sync per batch);
         # the clamp only keeps a traced graph (torch.compile / export, where validation is skipped) in bounds.
-        index = positions.modality_ids * self.max_positions + positions.position_ids.clamp_max(self.max_positions - 1)
-        return self.table(index)
+        return self.table(self.index(positions))
+
+    def index(self, positions: TokenPositions) -> torch.Tensor:
+        return positions.modality_ids * self.max_positions + positions.position_ids.clamp_max(self.max_positions - 1)
+
+    def rows(self, content: torch.Tensor, positions: TokenPositions) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(table, index)` with `forward(...) == table[index]`."""
+        return self.table.weight, self.index(positions)
 
 
 class DynamicPositionEncoding(nn.Module):

@@ -115,11 +115,17 @@ def resolve_token_positions(
     # `is_torchdynamo_compiling()`: their host sync would split the graph (and cannot be exported). Validate at the
     # boundary instead, eagerly: `model.validate_inputs(**batch)` (or the processor's output, which is valid by
     # construction). Shapes and dtypes above are still checked while tracing.
-    padded = None
+    padded, num_positions = None, None
     if not values_checks_skipped():
         checks = {name: flags for name, flags in problems.items() if flags is not None}
-        # the one host sync of the checks; it also tells whether the batch has padding, which the attention mask needs
-        *failed, padded = torch.stack([flags.any() for flags in checks.values()] + [(~mask).any()]).tolist()
+        # the one host sync of the checks; it also tells whether the batch has padding (the attention mask needs it)
+        # and how many distinct positions there can be (an encoding of the position alone is computed once per
+        # position: `TokenPositions.num_positions`)
+        flags = torch.stack([flags.any() for flags in checks.values()] + [(~mask).any()])
+        highest = position_ids.masked_fill(~mask, 0).amax() if position_ids is not None else flags.new_zeros((), dtype=torch.long)
+        *failed, padded, highest = torch.cat((flags.long(), highest.long().view(1))).tolist()
+        padded = bool(padded)
+        num_positions = highest + 1 if position_ids is not None else shape[1]  # derived positions are below seq_len
         if any(failed):
             first = next(name for name, flag in zip(checks, failed) if flag)
             raise_input_error(first, checks[first], config, modality_ids, input_ids, input_values, checked_positions, width)
@@ -137,7 +143,7 @@ def resolve_token_positions(
     start = times.masked_fill(~mask, math.inf).amin(dim=1, keepdim=True)
     timestamps = (times - start).masked_fill(~mask, 0.0).float()
     lengths = modality_counts.gather(1, modality_ids)
-    return TokenPositions(position_ids, timestamps, modality_ids, mask, lengths, padded)
+    return TokenPositions(position_ids, timestamps, modality_ids, mask, lengths, padded, num_positions)
 
 
 def feature_peaks(input_values: torch.Tensor, width: torch.Tensor, specs: list[dict]) -> torch.Tensor:

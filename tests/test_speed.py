@@ -334,6 +334,40 @@ def test_per_modality_normalisation_matches_its_formula(num_modalities):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("unit_scale", [True, False])
+@pytest.mark.parametrize("encoding", ["sinusoidal", "learned"])
+def test_an_encoding_of_the_position_alone_is_normalised_per_row_then_gathered(encoding, unit_scale, monkeypatch):
+    """`sinusoidal` and `learned` compute (and RMS-normalise) each row of their table once, then gather it per token:
+    outputs and gradients equal the per-token computation. A table with more rows than the batch has tokens (positions
+    far past them, or a large `learned` table) takes the per-token path."""
+    model = build_model(PosAttnForSequenceClassification, absolute_position_encoding=encoding,
+                        unit_scale_embeddings=unit_scale, max_position_embeddings=100).train()
+    embeddings = model.posattn.embeddings
+    inputs = {**batch_of(random_samples()), "labels": torch.tensor([0, 2, 1])}  # 3 x 109 tokens, positions up to 79
+    batches = [inputs] + ([{**inputs, "position_ids": inputs["position_ids"] + 1000}] if encoding == "sinusoidal" else [])
+    normalised = []
+    if unit_scale:
+        embeddings.encoding_norm.register_forward_pre_hook(lambda module, args: normalised.append(args[0].shape[:-1]))
+
+    def run(batch):
+        model.zero_grad()
+        output = model(**batch)
+        output.loss.backward()
+        return output.logits, [parameter.grad.clone() for parameter in model.parameters() if parameter.grad is not None]
+
+    per_row = [run(batch) for batch in batches]
+    monkeypatch.setattr(type(embeddings.position_encoding), "rows", lambda self, content, positions: None)
+    per_token = [run(batch) for batch in batches]
+    for (logits, grads), (expected_logits, expected_grads) in zip(per_row, per_token):
+        torch.testing.assert_close(logits, expected_logits, atol=1e-6, rtol=1e-5)
+        for grad, expected in zip(grads, expected_grads):
+            torch.testing.assert_close(grad, expected, atol=1e-6, rtol=1e-5)
+    if unit_scale:
+        table = (80,) if encoding == "sinusoidal" else (3 * 100,)  # learned: one table of 100 rows per modality
+        assert normalised[: len(batches)] == [table, (3, 109)][: len(batches)]
+        assert normalised[len(batches):] == [(3, 109)] * len(batches)
+
+
 @pytest.mark.parametrize("stem", [None, {"type": "conv", "stride": 2}, "tokens"])
 def test_one_unpadded_modality_embeds_without_masking(stem):
     """With one modality and no padding, every token is the modality's own: its stem (or token table) runs without the
