@@ -11,3 +11,4 @@ def test_it_prints_the_attention_kernels_of_a_biased_training_step(monkeypatch, 
     table = capsys.readouterr().out
     assert "Self CPU" in table
     assert "aten::_scaled_dot_product" in table and "backward" in table
+    assert "one step without the profiler:" in table and "peak RSS" in table
