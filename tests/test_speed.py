@@ -239,6 +239,19 @@ def test_complex_rotation_of_interleaved_pairs_matches_the_half_layout(encoding,
         torch.testing.assert_close(new, old, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_complex_rotation_of_half_precision_queries(dtype):
+    """q and k in half precision (autocast projects them so) are rotated in float32 and keep their dtype."""
+    from modeling_posattn.positional_encodings import rotate_interleaved
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 3, 8)
+    phasors = torch.polar(torch.ones(2, 5, 1, 4), torch.rand(2, 5, 1, 4) * 6)
+    rotated = rotate_interleaved(x.to(dtype), phasors)
+    assert rotated.dtype == dtype
+    torch.testing.assert_close(rotated.float(), rotate_interleaved(x.to(dtype).float(), phasors), atol=1e-2, rtol=1e-2)
+
+
 @pytest.mark.parametrize("implementation", ["sdpa", "eager"])
 def test_key_padding_mask_needs_no_host_sync(implementation):
     """The key mask is decided from whether a mask was passed, never from its values: it traces as one graph."""
