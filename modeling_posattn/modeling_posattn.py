@@ -39,6 +39,7 @@ from .positional_encodings import (
     ConditionalPositionEncoding,
     MultiScalePositionEncoding,
     QueryBlockedBias,
+    RotaryAngles,
     TokenPositions,
     apply_rotary_signed,
     attention_bias_for,
@@ -84,25 +85,26 @@ class PosAttnAttention(nn.Module):
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        position_embeddings: RotaryAngles | None = None,
         score_mod: Callable | None = None,
         attention_bias: QueryBlockedBias | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         input_shape = hidden_states.shape[:-1]
         hidden_shape = (*input_shape, -1, self.head_dim)
-        if position_embeddings is not None and position_embeddings[0].is_complex():
-            # (phasors, interleaved rows): q and k come out with their rotation pairs side by side, so each rotation is
-            # one complex product; the same row order in q and k leaves every score q.k unchanged
-            phasors, rows = position_embeddings
-            query = rotate_interleaved(self.projection_rows(self.q_proj, hidden_states, rows).view(hidden_shape), phasors)
-            key = rotate_interleaved(self.projection_rows(self.k_proj, hidden_states, rows).view(hidden_shape), phasors)
-            query, key = query.transpose(1, 2), key.transpose(1, 2)
+        rotary = position_embeddings
+        if rotary is not None and rotary.phasors is not None and self.plain_query_key_projections():
+            # q and k come out with their rotation pairs side by side, so each rotation is one complex product; the
+            # same row order in q and k leaves every score q.k unchanged
+            query = self.projection_rows(self.q_proj, hidden_states, rotary.rows).view(hidden_shape)
+            key = self.projection_rows(self.k_proj, hidden_states, rotary.rows).view(hidden_shape)
+            query = rotate_interleaved(query, rotary.phasors).transpose(1, 2)
+            key = rotate_interleaved(key, rotary.phasors).transpose(1, 2)
         else:
             query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
             key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-            if position_embeddings is not None:  # (cos, signed sin): see `signed_sin`
-                query, key = apply_rotary_signed(query, key, *position_embeddings)
+            if rotary is not None:
+                query, key = apply_rotary_signed(query, key, rotary.cos, rotary.signed_sin)
         value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
 
         if score_mod is not None:
@@ -130,6 +132,14 @@ class PosAttnAttention(nn.Module):
         attn_output = self.o_proj(attn_output.reshape(*input_shape, -1).contiguous())
         return attn_output, attn_weights
 
+
+    def plain_query_key_projections(self) -> bool:
+        """Whether q_proj and k_proj are plain Linears without hooks, so their rows may be used directly: an adapter
+        (LoRA), a quantized module or a hook keeps the modules' own forward, with the half-layout rotation."""
+        return all(
+            type(projection) is nn.Linear and not (projection._forward_hooks or projection._forward_pre_hooks)
+            for projection in (self.q_proj, self.k_proj)
+        )
 
     @staticmethod
     def projection_rows(projection: nn.Linear, hidden_states: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -162,7 +172,7 @@ class PosAttnEncoderLayer(GradientCheckpointingLayer):
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        position_embeddings: RotaryAngles | None = None,
         score_mod: Callable | None = None,
         attention_bias: QueryBlockedBias | None = None,
         **kwargs: Unpack[TransformersKwargs],
@@ -414,14 +424,15 @@ class PosAttnModel(PosAttnPreTrainedModel):
     def token_positions(self, input_values, input_ids, modality_ids, position_ids, timestamps, attention_mask) -> TokenPositions:
         return resolve_token_positions(self.config, input_values, input_ids, modality_ids, position_ids, timestamps, attention_mask)
 
-    def rotary_inputs(self, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """What every layer's attention rotates q and k with: `(phasors, interleaved rows)` for the complex product in
-        eager float32/64, or `(cos, signed sin)` for the half layout, which tracing (`torch.compile` fuses it; ONNX has
-        no complex type) and other dtypes use. Both give the same scores (tests/test_speed.py)."""
+    def rotary_inputs(self, cos: torch.Tensor, sin: torch.Tensor) -> RotaryAngles:
+        """What every layer's attention rotates q and k with: the half layout's `(cos, signed sin)`, plus in eager
+        float32/64 the phasors and interleaved rows of the complex product (tracing keeps the half layout:
+        `torch.compile` fuses it, and ONNX has no complex type). Both give the same scores (tests/test_speed.py)."""
+        angles = RotaryAngles(cos, signed_sin(sin))
         if cos.dtype in (torch.float32, torch.float64) and not values_checks_skipped():
-            rows = interleaved_rows(self.config.num_attention_heads, self.config.head_dim, cos.device)
-            return rotation_phasors(cos, sin), rows
-        return cos, signed_sin(sin)
+            angles.phasors = rotation_phasors(cos, sin)
+            angles.rows = interleaved_rows(self.config.num_attention_heads, self.config.head_dim, cos.device)
+        return angles
 
     def key_padding_mask(self, hidden_states: torch.Tensor, mask: torch.Tensor, padded: bool = True):
         """The mask for encodings that need no score bias. For eager and sdpa it is `(B, 1, 1, L)` and broadcast over

@@ -111,8 +111,8 @@ class SinusoidalPositionEncoding(nn.Module):
 
     def rows(self, content: torch.Tensor, positions: TokenPositions) -> tuple[torch.Tensor, torch.Tensor] | None:
         """`(table, index)` with `forward(...) == table[index]`: one row per position, when their number is known."""
-        if positions.num_positions is None:
-            return None
+        if positions.num_positions is None or positions.num_positions >= positions.mask.numel():
+            return None  # unknown, or position ids far past the batch's tokens: per token is cheaper
         table = sinusoids(torch.arange(positions.num_positions, device=content.device), self.dim).to(content.dtype)
         return table, positions.position_ids
 
@@ -333,6 +333,17 @@ def apply_rotary_signed(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin
     """`apply_rotary_pos_emb` with `signed_sin(sin)` precomputed, as the model does once per forward."""
     cos, sin_signed = cos.unsqueeze(1), sin_signed.unsqueeze(1)
     return rotate(q, cos, sin_signed), rotate(k, cos, sin_signed)
+
+
+@dataclass
+class RotaryAngles:
+    """What every layer rotates q and k by, computed once per forward: the half-layout `cos` and `signed_sin` (always),
+    and in eager float32/64 the complex `phasors` with the q/k projection `rows` that put rotation pairs side by side."""
+
+    cos: torch.Tensor
+    signed_sin: torch.Tensor
+    phasors: torch.Tensor | None = None
+    rows: torch.Tensor | None = None
 
 
 def rotation_phasors(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

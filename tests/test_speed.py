@@ -212,14 +212,14 @@ def test_complex_rotation_of_interleaved_pairs_matches_the_half_layout(encoding,
     """Eager float32 rotates q and k by one complex product on projections whose rows put each rotation pair side by
     side; the model's outputs, attention weights and gradients equal those of the half-layout rotation (what tracing
     uses), and the complex path is the one taken."""
-    from modeling_posattn.positional_encodings import signed_sin
+    from modeling_posattn.positional_encodings import RotaryAngles, signed_sin
 
     model = build_model(PosAttnForSequenceClassification, absolute_position_encoding="none",
                         relative_position_encoding=encoding, attn_implementation=implementation).train()
     inputs = {**batch_of(random_samples()), "labels": torch.tensor([0, 2, 1])}
     products = []
     model.posattn.layers[0].self_attn.register_forward_pre_hook(
-        lambda module, args, kwargs: products.append(kwargs["position_embeddings"][0].is_complex()), with_kwargs=True)
+        lambda module, args, kwargs: products.append(kwargs["position_embeddings"].phasors is not None), with_kwargs=True)
 
     def run():
         model.zero_grad()
@@ -228,7 +228,7 @@ def test_complex_rotation_of_interleaved_pairs_matches_the_half_layout(encoding,
         return output, [parameter.grad.clone() for parameter in model.parameters() if parameter.grad is not None]
 
     complex_output, complex_grads = run()
-    monkeypatch.setattr(model.posattn, "rotary_inputs", lambda cos, sin: (cos, signed_sin(sin)))
+    monkeypatch.setattr(model.posattn, "rotary_inputs", lambda cos, sin: RotaryAngles(cos, signed_sin(sin)))
     half_output, half_grads = run()
     assert products == [True, False]
     torch.testing.assert_close(complex_output.logits, half_output.logits, atol=1e-5, rtol=1e-5)
@@ -237,6 +237,49 @@ def test_complex_rotation_of_interleaved_pairs_matches_the_half_layout(encoding,
             torch.testing.assert_close(new, old, atol=1e-5, rtol=1e-5)
     for new, old in zip(complex_grads, half_grads):
         torch.testing.assert_close(new, old, atol=1e-5, rtol=1e-4)
+
+
+def test_wrapped_or_hooked_query_key_projections_keep_their_own_forward():
+    """The complex rotation uses q_proj / k_proj rows directly only for plain Linears without hooks: a hook fires, and an
+    adapter wrapping q_proj (LoRA-style) changes the output and gets its gradient."""
+    from torch import nn
+
+    class Adapter(nn.Linear):
+        def __init__(self, base: nn.Linear):
+            super().__init__(base.in_features, base.out_features)
+            self.load_state_dict(base.state_dict())
+            self.delta = nn.Parameter(torch.full((base.out_features,), 0.1))
+
+        def forward(self, hidden_states):
+            return super().forward(hidden_states) + self.delta
+
+    model = build_model(absolute_position_encoding="none", relative_position_encoding="rope")
+    inputs = batch_of(random_samples())
+    plain = model(**inputs).last_hidden_state
+    calls = []
+    handle = model.layers[0].self_attn.q_proj.register_forward_hook(lambda *args: calls.append(1))
+    torch.testing.assert_close(model(**inputs).last_hidden_state, plain, atol=1e-5, rtol=1e-5)
+    assert calls == [1]
+    handle.remove()
+    attention = model.layers[0].self_attn
+    attention.q_proj = Adapter(attention.q_proj)
+    adapted = model(**inputs).last_hidden_state
+    assert (adapted - plain).abs().max() > 1e-3
+    adapted.square().sum().backward()
+    assert attention.q_proj.delta.grad is not None and attention.q_proj.delta.grad.abs().sum() > 0
+
+
+def test_sinusoidal_table_is_never_longer_than_the_batch():
+    """Position ids far past the batch's tokens (an offset stream) are encoded per token: no table of that length."""
+    model = build_model(absolute_position_encoding="sinusoidal")
+    inputs = batch_of(random_samples())
+    inputs["position_ids"] = inputs["position_ids"] + 10**9
+    positions = model.token_positions(inputs["input_values"], inputs.get("input_ids"), inputs["modality_ids"],
+                                      inputs["position_ids"], None, inputs["attention_mask"])
+    assert positions.num_positions > 10**9
+    assert model.embeddings.position_encoding.rows(torch.zeros(1), positions) is None
+    with torch.no_grad():
+        assert torch.isfinite(model(**inputs).last_hidden_state).all()
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
