@@ -21,7 +21,8 @@ from transformers.utils.output_capturing import capture_outputs
 from .attention_posattn import attention_function, flex_attention_with_score_mod, query_blocked_attention
 from .configuration_posattn import PosAttnConfig
 from .masking_posattn import compute_mask_positions
-from .stems import build_stem, token_feature_dim
+from .embeddings_posattn import PosAttnEmbeddings
+from .stems import token_feature_dim
 from .validation_posattn import (  # noqa: F401  (re-exported: the model's input checks live there)
     DENSE_ATTENTION_MAX_BYTES,
     IGNORE_INDEX,
@@ -33,17 +34,17 @@ from .validation_posattn import (  # noqa: F401  (re-exported: the model's input
     values_checks_skipped,
 )
 from .positional_encodings import (
-    ABSOLUTE_POSITION_ENCODINGS,
-    POSITION_FUSIONS,
     RELATIVE_POSITION_ENCODINGS,
     ConditionalPositionEncoding,
     MultiScalePositionEncoding,
     QueryBlockedBias,
-    RotaryAngles,
     TokenPositions,
-    apply_rotary_signed,
     attention_bias_for,
     flex_score_mod,
+)
+from .rotary_posattn import (
+    RotaryAngles,
+    apply_rotary_signed,
     interleaved_rows,
     rotate_interleaved,
     rotation_phasors,
@@ -187,117 +188,6 @@ class PosAttnEncoderLayer(GradientCheckpointingLayer):
         )
         hidden_states = hidden_states + self.dropout(attn_output)
         return hidden_states + self.dropout(self.mlp(self.layer_norm2(hidden_states)))
-
-
-class PosAttnEmbeddings(nn.Module):
-    r"""Content (each modality's stem, or token embeddings) + modality embedding, fused with the absolute encoding.
-
-    With `config.unit_scale_embeddings`, content and position meet at the same scale whatever the stem, the encoding
-    or its init: $c = \gamma_m \odot \mathrm{LN}(\mathrm{stem}_m(x)) + \beta_m$ (a LayerNorm per modality, no
-    statistic across tokens) and $p = g \odot \mathrm{RMSNorm}(\mathrm{PE})$, both of RMS 1 at init. Without it,
-    an std-0.02 Linear on standardised inputs gives content of RMS ~0.1 against 0.71 for a sinusoid, so position
-    outweighs content ~7x at init (and a learned table starts ~5x below content): the encodings would not be compared on
-    equal footing. TST multiplies content by sqrt(d) for the same reason (Zerveas et al., 2021).
-    """
-
-    def __init__(self, config: PosAttnConfig):
-        super().__init__()
-        self.modality_names = config.modality_names
-        self.content = nn.ModuleList(
-            build_stem(spec, config.hidden_size, eps=config.layer_norm_eps, act=config.hidden_act)
-            if spec.get("input_dim") is not None
-            else nn.Embedding(spec["vocab_size"], config.hidden_size)
-            for spec in map(config.modality_spec, config.modality_names)
-        )
-        self.modality_embedding = nn.Embedding(config.num_modalities, config.hidden_size)
-        self.unit_scale = config.unit_scale_embeddings
-        self.layer_norm_eps = config.layer_norm_eps
-        if self.unit_scale:
-            # The LayerNorm's affine per modality, gathered by modality id: one normalisation over the packed batch.
-            self.content_norm_weight = nn.Parameter(torch.ones(config.num_modalities, config.hidden_size))
-            self.content_norm_bias = nn.Parameter(torch.zeros(config.num_modalities, config.hidden_size))
-        encoding_class = ABSOLUTE_POSITION_ENCODINGS[config.absolute_position_encoding]
-        self.position_encoding = encoding_class(config) if encoding_class is not None else None
-        self.fusion = POSITION_FUSIONS[config.position_fusion](config) if encoding_class is not None else None
-        self.encoding_norm = (
-            nn.RMSNorm(config.hidden_size, eps=config.layer_norm_eps)
-            if self.unit_scale and encoding_class is not None
-            else None
-        )
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def embed_content(
-        self, input_values: torch.Tensor | None, input_ids: torch.Tensor | None, positions: TokenPositions
-    ) -> torch.Tensor:
-        """`(B, L, H)`: every token's stem output (or token embedding), normalised per modality when `unit_scale`, plus
-        its modality's embedding."""
-        modality_ids = positions.modality_ids
-        weight = self.modality_embedding.weight
-        # One modality and no padding (learned in the value checks' host sync): every token is that modality's own, so
-        # its module needs no masking.
-        every_token_own = len(self.content) == 1 and positions.padded is False
-        parts = []
-        # Every modality's module runs over the whole packed sequence and zeroes what is not its own: no boolean
-        # indexing, so no data-dependent shapes (torch.compile and torch.export trace one graph) and no host sync.
-        for index, module in enumerate(self.content):
-            selected = None if every_token_own else (modality_ids == index) & positions.mask
-            if isinstance(module, nn.Embedding):
-                if input_ids is not None:
-                    # other modalities' positions hold arbitrary ids: clamp them into the table, then drop them
-                    ids = input_ids.clamp(0, module.num_embeddings - 1)
-                    parts.append(module(ids) if selected is None else torch.where(selected[..., None], module(ids), 0.0))
-            elif input_values is not None:
-                values = input_values.to(weight.dtype)
-                if selected is None and not isinstance(module, nn.Linear):  # only the Linear stem takes no mask
-                    selected = positions.mask
-                parts.append(module(values, selected))
-        content = sum(parts[1:], parts[0]) if parts else weight.new_zeros(*modality_ids.shape, weight.shape[-1])
-        if self.unit_scale:
-            return self.normalise_per_modality(content, modality_ids)
-        return content + self.modality_embedding(modality_ids)
-
-    def encode_positions(self, content: torch.Tensor, positions: TokenPositions) -> torch.Tensor:
-        """`(B, L, H)` absolute encoding, RMS-normalised when `unit_scale`. An encoding of the position alone
-        (`sinusoidal`, `learned`: a `rows` method) is computed and normalised once per row of its table and gathered,
-        when the table has fewer rows than the batch has tokens."""
-        rows = getattr(self.position_encoding, "rows", None)
-        rows = rows(content, positions) if rows is not None else None
-        if rows is not None and rows[0].shape[0] < positions.mask.numel():
-            table, index = rows
-            return nn.functional.embedding(index, self.encoding_norm(table) if self.encoding_norm is not None else table)
-        encoding = self.position_encoding(content, positions)
-        return self.encoding_norm(encoding) if self.encoding_norm is not None else encoding
-
-    def normalise_per_modality(self, content: torch.Tensor, modality_ids: torch.Tensor) -> torch.Tensor:
-        """$\gamma_m \odot \mathrm{LN}(c) + \beta_m + e_m$ with the modality embedding $e_m$ folded into the shift:
-        one fused `layer_norm` with one modality; otherwise the `(M, H)` tables gathered as embedding rows
-        (index_select, several times faster on CPU than advanced indexing) and one `addcmul`."""
-        shift = self.content_norm_bias + self.modality_embedding.weight
-        if len(self.content) == 1:
-            return nn.functional.layer_norm(content, content.shape[-1:], self.content_norm_weight[0], shift[0],
-                                            eps=self.layer_norm_eps)
-        normalised = nn.functional.layer_norm(content, content.shape[-1:], eps=self.layer_norm_eps)
-        scale = nn.functional.embedding(modality_ids, self.content_norm_weight)
-        return torch.addcmul(nn.functional.embedding(modality_ids, shift), normalised, scale)
-
-    def forward(
-        self,
-        input_values: torch.Tensor | None,
-        input_ids: torch.Tensor | None,
-        positions: TokenPositions,
-        mask_positions: torch.Tensor | None = None,
-        mask_embedding: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        modality_ids = positions.modality_ids
-        hidden_states = self.embed_content(input_values, input_ids, positions)
-        if mask_positions is not None:
-            # Masked-reconstruction pretraining: a masked token keeps its modality and position but its content is the
-            # modality's learned mask embedding (wav2vec 2.0's `masked_spec_embed`), not zeros.
-            masked = nn.functional.embedding(modality_ids, mask_embedding + self.modality_embedding.weight)
-            hidden_states = torch.where(mask_positions[..., None], masked.to(hidden_states.dtype), hidden_states)
-        if self.position_encoding is not None:
-            hidden_states = self.fusion(hidden_states, self.encode_positions(hidden_states, positions), modality_ids)
-        return self.dropout(hidden_states)
 
 
 class PosAttnPreTrainedModel(PreTrainedModel):

@@ -13,9 +13,9 @@ from modeling_posattn.positional_encodings import (
     DynamicPositionEncoding,
     MultiScalePositionEncoding,
     TokenPositions,
-    apply_rotary_pos_emb,
     dense_attention_bias,
 )
+from modeling_posattn.rotary_posattn import apply_rotary_pos_emb
 
 # one absolute encoding at a time (with `add`), one relative at a time (no absolute), and the fusions
 ENCODINGS = (

@@ -188,7 +188,7 @@ def test_heads_first_lookup_gradient_matches_autograds_index():
 
 def test_rotary_matches_the_textbook_formula_forward_and_backward():
     """The roll + signed-sin rotation equals `x cos + rotate_half(x) sin` (RoFormer / transformers' llama), gradients too."""
-    from modeling_posattn.positional_encodings import apply_rotary_pos_emb, rotate_half
+    from modeling_posattn.rotary_posattn import apply_rotary_pos_emb, rotate_half
 
     torch.manual_seed(0)
     model = build_model(absolute_position_encoding="none", relative_position_encoding="time_rope")
@@ -212,7 +212,7 @@ def test_complex_rotation_of_interleaved_pairs_matches_the_half_layout(encoding,
     """Eager float32 rotates q and k by one complex product on projections whose rows put each rotation pair side by
     side; the model's outputs, attention weights and gradients equal those of the half-layout rotation (what tracing
     uses), and the complex path is the one taken."""
-    from modeling_posattn.positional_encodings import RotaryAngles, signed_sin
+    from modeling_posattn.rotary_posattn import RotaryAngles, signed_sin
 
     model = build_model(PosAttnForSequenceClassification, absolute_position_encoding="none",
                         relative_position_encoding=encoding, attn_implementation=implementation).train()
@@ -285,7 +285,7 @@ def test_sinusoidal_table_is_never_longer_than_the_batch():
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_complex_rotation_of_half_precision_queries(dtype):
     """q and k in half precision (autocast projects them so) are rotated in float32 and keep their dtype."""
-    from modeling_posattn.positional_encodings import rotate_interleaved
+    from modeling_posattn.rotary_posattn import rotate_interleaved
 
     torch.manual_seed(0)
     x = torch.randn(2, 5, 3, 8)
