@@ -133,7 +133,6 @@ class PosAttnAttention(nn.Module):
         attn_output = self.o_proj(attn_output.reshape(*input_shape, -1).contiguous())
         return attn_output, attn_weights
 
-
     def plain_query_key_projections(self) -> bool:
         """Whether q_proj and k_proj are plain Linears without hooks, so their rows may be used directly: an adapter
         (LoRA), a quantized module or a hook keeps the modules' own forward, with the half-layout rotation."""
@@ -144,7 +143,9 @@ class PosAttnAttention(nn.Module):
 
     @staticmethod
     def projection_rows(projection: nn.Linear, hidden_states: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(hidden_states, projection.weight.index_select(0, rows), projection.bias.index_select(0, rows))
+        """`projection(hidden_states)[..., rows]`, computed with the rows of the weight and bias (no copy of q or k)."""
+        weight, bias = projection.weight.index_select(0, rows), projection.bias.index_select(0, rows)
+        return nn.functional.linear(hidden_states, weight, bias)
 
 
 class PosAttnMLP(nn.Module):

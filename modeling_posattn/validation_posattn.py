@@ -121,11 +121,12 @@ def resolve_token_positions(
         # the one host sync of the checks; it also tells whether the batch has padding (the attention mask needs it)
         # and how many distinct positions there can be (an encoding of the position alone is computed once per
         # position: `TokenPositions.num_positions`)
-        flags = torch.stack([flags.any() for flags in checks.values()] + [(~mask).any()])
-        highest = position_ids.masked_fill(~mask, 0).amax() if position_ids is not None else flags.new_zeros((), dtype=torch.long)
-        *failed, padded, highest = torch.cat((flags.long(), highest.long().view(1))).tolist()
-        padded = bool(padded)
-        num_positions = highest + 1 if position_ids is not None else shape[1]  # derived positions are below seq_len
+        found = torch.stack([flags.any() for flags in checks.values()] + [(~mask).any()]).long()
+        # derived positions (no `position_ids`) are below seq_len
+        highest = (position_ids.masked_fill(~mask, 0).amax().view(1).long() if position_ids is not None
+                   else found.new_full((1,), shape[1] - 1))
+        *failed, padded, highest = torch.cat((found, highest)).tolist()
+        padded, num_positions = bool(padded), highest + 1
         if any(failed):
             first = next(name for name, flag in zip(checks, failed) if flag)
             raise_input_error(first, checks[first], config, modality_ids, input_ids, input_values, checked_positions, width)
