@@ -2,6 +2,7 @@
 flash-kernel path for a bias that needs a gradient on CPU, FlexAttention with the bias as a `score_mod`, and attention
 over blocks of query rows for a bias too large to build at once."""
 
+import itertools
 from collections.abc import Callable
 
 import torch
@@ -58,21 +59,34 @@ class SdpaWithBiasGradient(torch.autograd.Function):
         query, key, value, bias, output, logsumexp = ctx.saved_tensors
         scale = ctx.scale
         delta = (grad_output * output).sum(-1, keepdim=True)
+        # `q k^T s - lse` and `dO V^T - delta` each come out of one matmul, the row's offset riding along as one more
+        # column against a column of ones: two passes fewer over every block of L-long score rows
+        ones = key.new_ones(*key.shape[:-1], 1)
+        query_offset = torch.cat((query * scale, -logsumexp.unsqueeze(-1)), dim=-1)
+        grad_offset = torch.cat((grad_output, -delta), dim=-1)
+        key_ones_t = torch.cat((key, ones), dim=-1).transpose(-1, -2).contiguous()
+        value_ones_t = torch.cat((value, ones), dim=-1).transpose(-1, -2).contiguous()
         # (B, heads, L, d) views of (B, L, heads, d) memory: matmul would copy them in every block
-        query, key, value, grad_output = (t.contiguous() for t in (query, key, value, grad_output))
-        key_t, value_t = key.transpose(-1, -2), value.transpose(-1, -2)
+        query, key, grad_output = (t.contiguous() for t in (query, key, grad_output))
         grad_query, grad_key, grad_value = torch.empty_like(query), torch.zeros_like(key), torch.zeros_like(value)
-        grad_bias = torch.empty_like(bias)
-        for start in range(0, query.shape[2], ctx.block_rows):
+        grad_bias = bias.new_empty(bias.shape)
+        batch, heads, length, keys = bias.shape
+        # one block's probabilities, allocated (and its pages touched) once for all blocks
+        workspace = query.new_empty(batch * heads * min(ctx.block_rows, length) * keys)
+        for start in range(0, length, ctx.block_rows):
             rows = slice(start, start + ctx.block_rows)
-            query_rows, grad_rows = query[:, :, rows], grad_output[:, :, rows]
-            probabilities = torch.matmul(query_rows, key_t).mul_(scale).add_(bias[:, :, rows])
-            probabilities = probabilities.sub_(logsumexp[:, :, rows, None]).exp_()
+            count = min(ctx.block_rows, length - start)
+            probabilities = workspace[: batch * heads * count * keys].view(batch, heads, count, keys)
+            torch.matmul(query_offset[:, :, rows], key_ones_t, out=probabilities)
+            probabilities.add_(bias[:, :, rows]).exp_()
+            grad_rows = grad_output[:, :, rows]
             grad_value.add_(torch.matmul(probabilities.transpose(-1, -2), grad_rows))
-            grad_scores = torch.matmul(grad_rows, value_t).sub_(delta[:, :, rows]).mul_(probabilities)
-            grad_bias[:, :, rows] = grad_scores
+            grad_scores = grad_bias[:, :, rows]
+            for sample, head in itertools.product(range(batch), range(heads)):  # each one's rows are contiguous
+                torch.mm(grad_offset[sample, head, rows], value_ones_t[sample, head], out=grad_scores[sample, head])
+            grad_scores.mul_(probabilities)
             grad_query[:, :, rows] = torch.matmul(grad_scores, key).mul_(scale)
-            grad_key.add_(torch.matmul(grad_scores.transpose(-1, -2), query_rows), alpha=scale)
+            grad_key.add_(torch.matmul(grad_scores.transpose(-1, -2), query[:, :, rows]), alpha=scale)
         return grad_query, grad_key, grad_value, grad_bias, None, None
 
 

@@ -391,10 +391,17 @@ class RelativeTimeBias(nn.Module):
         """int32 bucket of each time difference (seconds), any shape."""
         return self.bucket_table[self.table_index(time_delta)]
 
-    def table_index(self, time_delta: torch.Tensor) -> torch.Tensor:
-        units = torch.floor(time_delta * self.time_units_per_second + (0.5 + self.TIE_TOLERANCE))
+    def table_index(self, time_delta: torch.Tensor, in_place: bool = False) -> torch.Tensor:
+        """int32 row of `bucket_table` for each time difference. `in_place` overwrites a fresh `time_delta` (the dense
+        bias's L x L differences, where each new L x L tensor would cost as much in first-touch page faults as its pass);
+        otherwise out of place (FlexAttention's `score_mod` traces it)."""
+        offset, clamp = 0.5 + self.TIE_TOLERANCE, self.clamp_distance
         # clamp in float: a huge distance must not overflow the integer cast
-        return (units.clamp(-self.clamp_distance, self.clamp_distance) + self.clamp_distance).to(torch.int32)
+        if in_place:
+            units = time_delta.mul_(self.time_units_per_second).add_(offset).floor_().clamp_(-clamp, clamp).add_(clamp)
+        else:
+            units = torch.floor(time_delta * self.time_units_per_second + offset).clamp(-clamp, clamp) + clamp
+        return units.to(torch.int32)
 
     def score(self, time_delta: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
         # (2 D + 1, heads) biases, one row per clamped signed distance: a small gather, then one int32 index per pair
@@ -405,13 +412,15 @@ class RelativeTimeBias(nn.Module):
         return biases[index, head]
 
     def dense_bias(self, time_delta: torch.Tensor, padding_keys: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """`(B, heads, rows, L)` biases of `(B, 1, rows, L)` time differences, the dtype's minimum on padding keys."""
+        """`(B, heads, rows, L)` biases of fresh `(B, 1, rows, L)` time differences (overwritten), the dtype's minimum on
+        padding keys."""
         # `bincount` has a data-dependent shape (no tracing) and on CUDA no deterministic kernel (full_determinism)
         if time_delta.device.type != "cpu" or torch.compiler.is_compiling() or torch.compiler.is_exporting():
             heads = torch.arange(self.num_heads, device=time_delta.device).view(1, -1, 1, 1)
             bias = self.score(time_delta, heads)
         else:
-            bias = HeadsFirstLookup.apply(self.relative_attention_bias(self.bucket_table), self.table_index(time_delta))
+            index = self.table_index(time_delta, in_place=True)
+            bias = HeadsFirstLookup.apply(self.relative_attention_bias(self.bucket_table), index)
         # in place: `bias` is a fresh (B, H, rows, L) tensor, and a second one is what this fallback cannot afford
         return bias.to(dtype).masked_fill_(padding_keys, torch.finfo(dtype).min)
 
@@ -420,15 +429,20 @@ class HeadsFirstLookup(torch.autograd.Function):
     """`table[index]` with the table's columns (heads) moved to dim 1: `(B, heads, ...)` from a `(entries, heads)`
     table and an int index of shape `(B, 1, ...)`. One `index_select` per head (2x faster than advanced indexing on
     CPU), and a backward that sums the gradient per entry with one weighted `bincount` per head: autograd's
-    `index_put_(accumulate=True)` scatter-adds one heads-row per pair, 6x slower at 4096 tokens."""
+    `index_put_(accumulate=True)` scatter-adds one heads-row per pair, 6x slower at 4096 tokens. Each `(sample, head)`
+    slice is selected straight into the output (a stack of per-head results would copy the L x L bias once more)."""
 
     @staticmethod
     def forward(ctx, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         flat = index.reshape(-1)
         ctx.save_for_backward(flat)
         ctx.entries = table.shape[0]
-        shape = (index.shape[0], *index.shape[2:])
-        return torch.stack([column.index_select(0, flat).view(shape) for column in table.t()], dim=1)
+        output = table.new_empty(index.shape[0], table.shape[1], *index.shape[2:])
+        per_sample = index.reshape(index.shape[0], -1)
+        for head, column in enumerate(table.t()):
+            for sample, sample_index in enumerate(per_sample):
+                torch.index_select(column, 0, sample_index, out=output[sample, head].view(-1))
+        return output
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):

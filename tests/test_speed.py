@@ -186,6 +186,50 @@ def test_heads_first_lookup_gradient_matches_autograds_index():
     assert torch.autograd.gradcheck(lambda t: HeadsFirstLookup.apply(t, index), (table,))
 
 
+
+def allocations_of_at_least(size: int, function) -> list[tuple[str, int]]:
+    """`(operator, bytes)` of every CPU allocation of `size` bytes or more while `function` runs (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        function()
+    return [(event.name, event.self_cpu_memory_usage) for event in profiler.events() if event.self_cpu_memory_usage >= size]
+
+
+def test_dense_relative_bias_allocates_its_output_and_two_pair_sized_temporaries():
+    """Each new L x L tensor costs first-touch page faults as well as its pass: the dense `relative_bias` makes the time
+    differences, their int32 table rows (in place on the differences) and the `(B, heads, L, L)` bias, selected per
+    sample and head straight into it (formerly ten pair-sized tensors or more: one per arithmetic step, per head, a stack)."""
+    from modeling_posattn.positional_encodings import TokenPositions, dense_attention_bias
+
+    batch, length = 2, 64
+    encoding = relative_bias()
+    mask = torch.ones(batch, length, dtype=torch.bool)
+    times = torch.rand(batch, length).cumsum(1)
+    positions = TokenPositions(torch.arange(length).expand(batch, -1), times, torch.zeros(batch, length, dtype=torch.long), mask, None)
+    pair_sized = batch * length * length * 4
+    big = allocations_of_at_least(pair_sized, lambda: dense_attention_bias(encoding, positions, torch.float32))
+    assert len(big) == 3, big
+    bias = dense_attention_bias(encoding, positions, torch.float32)
+    heads = torch.arange(encoding.num_heads).view(1, -1, 1, 1)
+    expected = encoding.score((times[:, None, :] - times[:, :, None]).unsqueeze(1), heads)
+    torch.testing.assert_close(bias, expected)
+
+
+def test_bias_gradient_backward_reuses_one_block_of_scores():
+    """`SdpaWithBiasGradient`'s backward allocates the bias gradient and one block of scores for all blocks (formerly two
+    fresh score blocks per block of query rows)."""
+    from modeling_posattn.attention_posattn import SdpaWithBiasGradient
+
+    torch.manual_seed(0)
+    batch, heads, length, rows = 1, 2, 128, 16
+    query, key, value = (torch.randn(batch, heads, length, 8, requires_grad=True) for _ in range(3))
+    bias = torch.randn(batch, heads, length, length, requires_grad=True)
+    output = SdpaWithBiasGradient.apply(query, key, value, bias, 0.3, rows)
+    block = batch * heads * rows * length * 4
+    big = allocations_of_at_least(block, lambda: torch.autograd.grad(output.sum(), (query, key, value, bias)))
+    assert sorted(size for _, size in big) == [block, length // rows * block], big
+
 def test_rotary_matches_the_textbook_formula_forward_and_backward():
     """The roll + signed-sin rotation equals `x cos + rotate_half(x) sin` (RoFormer / transformers' llama), gradients too."""
     from modeling_posattn.rotary_posattn import apply_rotary_pos_emb, rotate_half
