@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """torch.compile speed-up on CPU (issue 13, item 3): eager against `torch.compile(model, fullgraph=True)` (inductor),
 interleaved in one process, median and min-max of the per-round ratio; the small preset (as `benchmark_speed.py`),
-8 samples x 512 tokens, a training step (forward + backward) and inference. Compile time is the first call's. Run from
-the repository root (inductor builds C++: the first call takes minutes on a loaded machine):
-    PYTHONPATH=$PWD OMP_NUM_THREADS=1 TORCHINDUCTOR_COMPILE_THREADS=1 python scripts/benchmark_compile.py
+8 samples x 512 tokens, a training step (forward + backward) and inference. Compile time is the first call's. Denormals
+are flushed as `posattn-train` runs. Also the ceiling: the compiled step's time in the kernels inductor calls as they
+are (flash attention, GEMMs; torch.profiler) bounds what compiling can gain. Writes `compile.md` and `compile.json` to
+`--output`. Run from the repository root (inductor builds C++: the first call takes minutes on a loaded machine):
+    PYTHONPATH=$PWD OMP_NUM_THREADS=1 TORCHINDUCTOR_COMPILE_THREADS=1 python scripts/benchmark_compile.py --output docs/results/speed/intel_xeon
 """
 
 import argparse
@@ -15,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from benchmark_speed import ONE_MODALITY, TWO_MODALITIES, interleaved, posattn_case, step_fn  # noqa: E402
+from benchmark_speed import ONE_MODALITY, TWO_MODALITIES, cpu_name, interleaved, posattn_case, step_fn  # noqa: E402
 
 ENCODINGS = {
     "sinusoidal": (ONE_MODALITY, {}),
@@ -26,16 +28,32 @@ ENCODINGS = {
 }
 
 
+# What inductor calls as it is (extern kernels): the flash attention kernels and the GEMMs. Their time in the compiled
+# step bounds the speed-up: eager time / their time is what compiling would give if everything it fuses took no time.
+EXTERN_KERNELS = {
+    "aten::_scaled_dot_product_flash_attention_for_cpu",
+    "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+    "aten::mm",
+    "aten::addmm",
+    "aten::bmm",
+}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--encodings", nargs="+", default=list(ENCODINGS), choices=list(ENCODINGS))
+    parser.add_argument("--output", default="docs/results/speed", help="folder for compile.md and compile.json")
+    parser.add_argument("--keep-denormals", action="store_true", help="do not flush denormals (torch's default)")
     args = parser.parse_args()
     import torch
 
+    flushed = not args.keep_denormals and torch.set_flush_denormal(True)
     torch.set_num_threads(1)
     small = json.loads((ROOT.parent / "configuration" / "posattn-small.json").read_text())
     small = {key: small[key] for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")}
+    results = {"machine": f"{cpu_name()}, 1 thread, torch {torch.__version__}, denormals {'flushed' if flushed else 'kept'}",
+               "rounds": args.rounds}
     for name in args.encodings:
         modalities, settings = ENCODINGS[name]
         model, inputs = posattn_case(modalities, 512, 8, **small, **settings)
@@ -44,8 +62,49 @@ def main():
             cases = {"eager": step_fn(model, inputs, mode == "train"), "compiled": step_fn(compiled, inputs, mode == "train")}
             start = time.perf_counter()
             cases["compiled"]()
-            print(f"{name}, {mode}: first compiled call {time.perf_counter() - start:.0f} s", flush=True)
-            interleaved(cases, "eager", args.rounds, steps=2)
+            first_call = time.perf_counter() - start
+            print(f"{name}, {mode}: first compiled call {first_call:.0f} s", flush=True)
+            timings = interleaved(cases, "eager", args.rounds, steps=2)
+            extern = extern_kernel_seconds(cases["compiled"])
+            ceiling = timings["eager"]["seconds_median"] / extern
+            print(f"  extern kernels {extern:.3f} s per compiled step: at most {ceiling:.2f}x faster than eager", flush=True)
+            results[f"{name} / {mode}"] = {**timings["compiled"], "eager_seconds_median": timings["eager"]["seconds_median"],
+                                           "first_call_seconds": first_call, "extern_seconds": extern, "ceiling": ceiling}
+    write(results, Path(args.output))
+
+
+def extern_kernel_seconds(step, steps: int = 3) -> float:
+    """Seconds per step that `step` spends in `EXTERN_KERNELS` (self time under torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        for _ in range(steps):
+            step()
+    return sum(event.self_cpu_time_total for event in profiler.key_averages() if event.key in EXTERN_KERNELS) / steps / 1e6
+
+
+def write(results: dict, output: Path) -> None:
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "compile.json").write_text(json.dumps(results, indent=2) + "\n")
+    lines = [
+        f"Machine: {results['machine']}. `torch.compile(model, fullgraph=True)` (inductor) against eager, small preset, "
+        f"8 x 512 tokens, {results['rounds']} interleaved rounds; compiled time / eager time per round, median [min-max]. "
+        "Ceiling: eager time / the compiled step's time in the kernels inductor calls as they are (flash attention, "
+        "GEMMs), i.e. the speed-up if everything inductor fuses took no time.",
+        "",
+        "| configuration / step | eager s | compiled s | compiled / eager | speed-up | SDPA + GEMM s | ceiling | first call s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, row in results.items():
+        if not isinstance(row, dict):
+            continue
+        lines.append(
+            f"| {name} | {row['eager_seconds_median']:.3f} | {row['seconds_median']:.3f} | {row['ratio_median']:.2f}x "
+            f"[{row['ratio_min']:.2f}-{row['ratio_max']:.2f}] | {1 / row['ratio_median']:.2f}x | {row['extern_seconds']:.3f} "
+            f"| {row['ceiling']:.2f}x | {row['first_call_seconds']:.0f} |"
+        )
+    (output / "compile.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {output / 'compile.md'} and {output / 'compile.json'}")
 
 
 if __name__ == "__main__":

@@ -216,6 +216,22 @@ def test_dense_relative_bias_allocates_its_output_and_two_pair_sized_temporaries
     torch.testing.assert_close(bias, expected)
 
 
+def test_heads_first_lookup_backward_copies_no_per_head_slice():
+    """The table gradient is summed per `(sample, head)` slice, each contiguous in the `(B, heads, L, L)` gradient: a
+    per-head slice across samples would be copied first (a `B x L x L` tensor per head)."""
+    from modeling_posattn.positional_encodings import HeadsFirstLookup
+
+    batch, length = 3, 64
+    table = torch.randn(9, 4, requires_grad=True)
+    index = torch.randint(0, 9, (batch, 1, length, length), dtype=torch.int32)
+    output = HeadsFirstLookup.apply(table, index)
+    gradient = torch.randn_like(output)
+    grads = []
+    big = allocations_of_at_least(batch * length * length * 4, lambda: grads.extend(torch.autograd.grad(output, table, gradient)))
+    assert big == [], big
+    heads = torch.arange(4).view(1, -1, 1, 1)
+    torch.testing.assert_close(grads[0], torch.autograd.grad(table[index.long(), heads], table, gradient)[0])
+
 def test_bias_gradient_backward_reuses_one_block_of_scores():
     """`SdpaWithBiasGradient`'s backward allocates the bias gradient and one block of scores for all blocks (formerly two
     fresh score blocks per block of query rows)."""
