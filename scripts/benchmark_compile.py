@@ -90,7 +90,8 @@ def write(results: dict, output: Path) -> None:
         f"Machine: {results['machine']}. `torch.compile(model, fullgraph=True)` (inductor) against eager, small preset, "
         f"8 x 512 tokens, {results['rounds']} interleaved rounds; compiled time / eager time per round, median [min-max]. "
         "Ceiling: eager time / the compiled step's time in the kernels inductor calls as they are (flash attention, "
-        "GEMMs), i.e. the speed-up if everything inductor fuses took no time.",
+        "GEMMs), i.e. the speed-up if everything inductor fuses took no time. First call: the compile, short when "
+        "inductor's on-disk cache already holds the graphs.",
         "",
         "| configuration / step | eager s | compiled s | compiled / eager | speed-up | SDPA + GEMM s | ceiling | first call s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",

@@ -1,0 +1,177 @@
+#!/usr/bin/env python
+"""This checkout's model against the model of an earlier commit, interleaved in one process: the same configuration, the
+same weights (the earlier model loads this one's state dict) and the same batch, so a ratio measures the code alone.
+The earlier commit's `modeling_posattn/` is extracted with `git archive` into a temporary folder and imported under
+another package name (its files import each other with single-dot relative imports, so they load unchanged).
+
+Each round times every case's two models in turn; the ratio now / before is taken within the round; median [min-max]
+over rounds. The largest output difference between the two models is printed beside it (0 or float noise: the same
+computation). Denormals are flushed, as `posattn-train` runs; one thread.
+
+    python scripts/benchmark_versions.py --before a775162 --cases relative_bias@4096 relative_bias@8x512 --rounds 5
+    python scripts/benchmark_versions.py --before a775162 --output docs/results/speed/intel_xeon
+"""
+
+import argparse
+import importlib
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from benchmark_speed import ONE_MODALITY, TWO_MODALITIES, WIDE, cpu_name  # noqa: E402
+
+SMALL = json.loads((ROOT / "configuration" / "posattn-small.json").read_text())
+SMALL = {key: SMALL[key] for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")}
+RICH = dict(absolute_position_encoding="multiscale", position_fusion="gated", relative_position_encoding="time_rope")
+BIAS = dict(absolute_position_encoding="none")
+# name: (modalities, tokens per sample, samples, model settings, training step?)
+CASES = {
+    "sinusoidal@8x512": (ONE_MODALITY, 512, 8, SMALL, True),
+    "rope@8x512": (ONE_MODALITY, 512, 8, dict(SMALL, absolute_position_encoding="none", relative_position_encoding="rope"), True),
+    "rich@8x512": (TWO_MODALITIES, 512, 8, dict(SMALL, **RICH), True),
+    "rich@8x512 inference": (TWO_MODALITIES, 512, 8, dict(SMALL, **RICH), False),
+    "alibi@4096": (TWO_MODALITIES, 4096, 1, dict(WIDE, **BIAS, relative_position_encoding="alibi"), True),
+    "relative_bias@4096": (TWO_MODALITIES, 4096, 1, dict(WIDE, **BIAS, relative_position_encoding="relative_bias"), True),
+    "relative_bias@8x512": (TWO_MODALITIES, 512, 8, dict(WIDE, **BIAS, relative_position_encoding="relative_bias"), True),
+}
+
+
+def package_at(revision: str, folder: Path) -> str:
+    """Extract `modeling_posattn/` of `revision` into `folder` as package `posattn_<revision>`; return its name. Its
+    `__init__.py` is left out (a namespace package): importing it would register its classes with the Auto classes in
+    place of this checkout's."""
+    name = "posattn_" + "".join(c if c.isalnum() else "_" for c in revision)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "modeling_posattn"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    (folder / "modeling_posattn").rename(folder / name)
+    (folder / name / "__init__.py").unlink()
+    return name
+
+
+def model_classes(package: str) -> SimpleNamespace:
+    """`PosAttnConfig`, `PosAttnModel` and `PosAttnProcessor` of a package by name (this checkout's or an extracted one)."""
+    return SimpleNamespace(
+        PosAttnConfig=importlib.import_module(f"{package}.configuration_posattn").PosAttnConfig,
+        PosAttnModel=importlib.import_module(f"{package}.modeling_posattn").PosAttnModel,
+        PosAttnProcessor=importlib.import_module(f"{package}.processing_posattn").PosAttnProcessor,
+    )
+
+
+def build(package: SimpleNamespace, modalities: dict, length: int, batch_size: int, settings: dict):
+    """A model of `package` (sdpa, no dropout) and a packed batch of `batch_size` samples of `length` tokens (80/20 with
+    two modalities), as `benchmark_speed.posattn_case` builds them."""
+    import numpy as np
+    import torch
+
+    config = package.PosAttnConfig(modalities=modalities, hidden_dropout_prob=0.0, max_position_embeddings=length,
+                                   attn_implementation="sdpa", **settings)
+    torch.manual_seed(0)
+    model = package.PosAttnModel(config)
+    rng = np.random.default_rng(0)
+    names = list(modalities)
+    counts = [length] if len(names) == 1 else [int(length * 0.8), length - int(length * 0.8)]
+    samples = [
+        {name: rng.normal(size=(count, modalities[name]["input_dim"])).astype("float32") for name, count in zip(names, counts)}
+        for _ in range(batch_size)
+    ]
+    return model, dict(package.PosAttnProcessor(modalities=modalities)(samples, return_tensors="pt"))
+
+
+def step_of(model, batch: dict, train: bool):
+    import torch
+
+    def step():
+        model.train(train)
+        if train:
+            model.zero_grad(set_to_none=True)
+            model(**batch).last_hidden_state.square().mean().backward()
+        else:
+            with torch.no_grad():
+                model(**batch)
+
+    return step
+
+
+def compare(before_package, now_package, case: tuple, rounds: int) -> dict:
+    """Interleaved rounds of the two models of one case; ratio now / before per round."""
+    import torch
+
+    modalities, length, batch_size, settings, train = case
+    now, batch = build(now_package, modalities, length, batch_size, settings)
+    before, _ = build(before_package, modalities, length, batch_size, settings)
+    before.load_state_dict(now.state_dict())
+    with torch.no_grad():
+        difference = (now.eval()(**batch).last_hidden_state - before.eval()(**batch).last_hidden_state).abs().max().item()
+    steps = {"before": step_of(before, batch, train), "now": step_of(now, batch, train)}
+    seconds = {name: [] for name in steps}
+    for step in steps.values():
+        step()  # warm-up
+    for _ in range(rounds):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            seconds[name].append(time.perf_counter() - start)
+    ratios = [now / before for now, before in zip(seconds["now"], seconds["before"])]
+    return {"before_seconds": statistics.median(seconds["before"]), "now_seconds": statistics.median(seconds["now"]),
+            "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "max_output_difference": difference, "train": train}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--before", required=True, help="the earlier commit (any git revision)")
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--output", default=None, help="folder for versions_<before>.md/.json (printed only if absent)")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_flush_denormal(True)
+    torch.set_num_threads(1)
+    revision = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.before], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    now_package = model_classes("modeling_posattn")
+    results = {"machine": f"{cpu_name()}, 1 thread, torch {torch.__version__}, denormals flushed", "before": revision,
+               "now": head, "rounds": args.rounds, "cases": {}}
+    with tempfile.TemporaryDirectory() as folder:
+        sys.path.insert(0, folder)
+        before_package = model_classes(package_at(revision, Path(folder)))
+        for name in args.cases:
+            row = compare(before_package, now_package, CASES[name], args.rounds)
+            results["cases"][name] = row
+            print(f"{name:>24}: {row['before_seconds']:.3f} s -> {row['now_seconds']:.3f} s, now/before "
+                  f"{row['ratio_median']:.2f}x [{row['ratio_min']:.2f}-{row['ratio_max']:.2f}], max |output difference| "
+                  f"{row['max_output_difference']:.1e}", flush=True)
+    if args.output:
+        write(results, Path(args.output))
+
+
+def write(results: dict, output: Path) -> None:
+    output.mkdir(parents=True, exist_ok=True)
+    stem = output / f"versions_{results['before']}"
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    lines = [f"Machine: {results['machine']}. The model at {results['now']} (with its uncommitted changes, if any) against "
+             f"the model at {results['before']}: same configuration, weights and batch, {results['rounds']} interleaved "
+             "rounds; s per step (median) and now / before per round, median [min-max].", "",
+             "| case | step | before s | now s | now / before | max abs output difference |", "|---|---|---:|---:|---:|---:|"]
+    for name, row in results["cases"].items():
+        lines.append(f"| {name} | {'training' if row['train'] else 'inference'} | {row['before_seconds']:.3f} | "
+                     f"{row['now_seconds']:.3f} | {row['ratio_median']:.2f}x [{row['ratio_min']:.2f}-{row['ratio_max']:.2f}] "
+                     f"| {row['max_output_difference']:.1e} |")
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {stem.with_suffix('.md')} and {stem.with_suffix('.json')}")
+
+
+if __name__ == "__main__":
+    main()
