@@ -12,7 +12,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_posattn import PosAttnConfig
-from .positional_encodings import QueryBlockedBias
+from .bias_posattn import QueryBlockedBias
 
 
 def eager_attention_forward(

@@ -33,14 +33,12 @@ from .validation_posattn import (  # noqa: F401  (re-exported: the model's input
     validate_labels,
     values_checks_skipped,
 )
+from .bias_posattn import QueryBlockedBias, attention_bias_for, flex_score_mod
 from .positional_encodings import (
     RELATIVE_POSITION_ENCODINGS,
     ConditionalPositionEncoding,
     MultiScalePositionEncoding,
-    QueryBlockedBias,
     TokenPositions,
-    attention_bias_for,
-    flex_score_mod,
 )
 from .rotary_posattn import (
     RotaryAngles,

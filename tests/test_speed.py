@@ -8,7 +8,7 @@ from conftest import batch_of, build_model, random_samples, tiny_config
 
 from modeling_posattn import PosAttnForSequenceClassification
 
-from modeling_posattn.positional_encodings import RelativeTimeBias
+from modeling_posattn.bias_posattn import RelativeTimeBias
 
 
 def relative_bias(num_buckets=32, max_distance=128, units=1.0) -> RelativeTimeBias:
@@ -176,7 +176,7 @@ def test_relative_bias_trains_through_the_bias_gradient_path_and_matches_eager(m
 
 
 def test_heads_first_lookup_gradient_matches_autograds_index():
-    from modeling_posattn.positional_encodings import HeadsFirstLookup
+    from modeling_posattn.bias_posattn import HeadsFirstLookup
 
     torch.manual_seed(0)
     table = torch.randn(9, 3, dtype=torch.float64, requires_grad=True)
@@ -200,7 +200,8 @@ def test_dense_relative_bias_allocates_its_output_and_two_pair_sized_temporaries
     """Each new L x L tensor costs first-touch page faults as well as its pass: the dense `relative_bias` makes the time
     differences, their int32 table rows (in place on the differences) and the `(B, heads, L, L)` bias, selected per
     sample and head straight into it (formerly ten pair-sized tensors or more: one per arithmetic step, per head, a stack)."""
-    from modeling_posattn.positional_encodings import TokenPositions, dense_attention_bias
+    from modeling_posattn.bias_posattn import dense_attention_bias
+    from modeling_posattn.positional_encodings import TokenPositions
 
     batch, length = 2, 64
     encoding = relative_bias()
@@ -219,7 +220,7 @@ def test_dense_relative_bias_allocates_its_output_and_two_pair_sized_temporaries
 def test_heads_first_lookup_backward_copies_no_per_head_slice():
     """The table gradient is summed per `(sample, head)` slice, each contiguous in the `(B, heads, L, L)` gradient: a
     per-head slice across samples would be copied first (a `B x L x L` tensor per head)."""
-    from modeling_posattn.positional_encodings import HeadsFirstLookup
+    from modeling_posattn.bias_posattn import HeadsFirstLookup
 
     batch, length = 3, 64
     table = torch.randn(9, 4, dtype=torch.float64, requires_grad=True)
