@@ -12,7 +12,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_posattn import PosAttnConfig
-from .bias_posattn import QueryBlockedBias
+from .bias_posattn import SLICE_CALL_MIN_ELEMENTS, QueryBlockedBias
 
 
 def eager_attention_forward(
@@ -42,7 +42,8 @@ class SdpaWithBiasGradient(torch.autograd.Function):
     log-sum-exp, and the backward is FlashAttention-2's (Dao, 2023) over blocks of `block_rows` query rows, which
     yields the bias gradient on the way: $P = \exp(q k^T s + b - \mathrm{lse})$, $dV = P^T dO$,
     $dS = P \odot (dO\,V^T - \mathrm{rowsum}(dO \odot O))$, $db = dS$, $dQ = dS\,K s$, $dK = dS^T Q s$.
-    Exact against the math path (tests/test_speed.py).
+    Exact against the math path (tests/test_speed.py). Under `create_graph=True` the backward differentiates the math
+    path instead, so second derivatives exist.
     """
 
     @staticmethod
@@ -58,19 +59,27 @@ class SdpaWithBiasGradient(torch.autograd.Function):
     def backward(ctx, grad_output):
         query, key, value, bias, output, logsumexp = ctx.saved_tensors
         scale = ctx.scale
+        if torch.is_grad_enabled():
+            # `create_graph=True` (a gradient penalty, say): differentiate SDPA's math path, whose backward is made of
+            # differentiable operations, unlike the in-place blocks below
+            with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+                recomputed = nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=scale)
+            grads = torch.autograd.grad(recomputed, (query, key, value, bias), grad_output, create_graph=True)
+            return (*grads, None, None)
         delta = (grad_output * output).sum(-1, keepdim=True)
-        # `q k^T s - lse` and `dO V^T - delta` each come out of one matmul, the row's offset riding along as one more
-        # column against a column of ones: two passes fewer over every block of L-long score rows
-        ones = key.new_ones(*key.shape[:-1], 1)
-        query_offset = torch.cat((query * scale, -logsumexp.unsqueeze(-1)), dim=-1)
-        grad_offset = torch.cat((grad_output, -delta), dim=-1)
-        key_ones_t = torch.cat((key, ones), dim=-1).transpose(-1, -2).contiguous()
-        value_ones_t = torch.cat((value, ones), dim=-1).transpose(-1, -2).contiguous()
-        # (B, heads, L, d) views of (B, L, heads, d) memory: matmul would copy them in every block
-        query, key, grad_output = (t.contiguous() for t in (query, key, grad_output))
-        grad_query, grad_key, grad_value = torch.empty_like(query), torch.zeros_like(key), torch.zeros_like(value)
-        grad_bias = bias.new_empty(bias.shape)
         batch, heads, length, keys = bias.shape
+        # `q k^T s - lse` and `dO V^T - delta` each come out of one matmul, the row's offset riding along as one more
+        # column against a row of ones: two passes fewer over every block of L-long score rows. These augmented copies
+        # are also the contiguous operands the matmuls need (q, k, v and dO arrive as views of (B, L, heads, d) memory).
+        query_offset = with_column(query * scale, -logsumexp)
+        grad_offset = with_column(grad_output, -delta.squeeze(-1))
+        key_ones_t = with_column(key, 1.0, transposed=True)
+        value_ones_t = with_column(value, 1.0, transposed=True)
+        scaled_query, grad_rows_all = query_offset[..., :-1], grad_offset[..., :-1]
+        key_rows = key_ones_t[:, :, :-1].transpose(-1, -2)
+        grad_query = query.new_empty(query.shape)
+        grad_key, grad_value = key.new_zeros(key.shape), value.new_zeros(value.shape)
+        grad_bias = bias.new_empty(bias.shape)
         # one block's probabilities, allocated (and its pages touched) once for all blocks
         workspace = query.new_empty(batch * heads * min(ctx.block_rows, length) * keys)
         for start in range(0, length, ctx.block_rows):
@@ -79,15 +88,32 @@ class SdpaWithBiasGradient(torch.autograd.Function):
             probabilities = workspace[: batch * heads * count * keys].view(batch, heads, count, keys)
             torch.matmul(query_offset[:, :, rows], key_ones_t, out=probabilities)
             probabilities.add_(bias[:, :, rows]).exp_()
-            grad_rows = grad_output[:, :, rows]
-            grad_value.add_(torch.matmul(probabilities.transpose(-1, -2), grad_rows))
+            grad_value.add_(torch.matmul(probabilities.transpose(-1, -2), grad_rows_all[:, :, rows]))
             grad_scores = grad_bias[:, :, rows]
-            for sample, head in itertools.product(range(batch), range(heads)):  # each one's rows are contiguous
-                torch.mm(grad_offset[sample, head, rows], value_ones_t[sample, head], out=grad_scores[sample, head])
-            grad_scores.mul_(probabilities)
-            grad_query[:, :, rows] = torch.matmul(grad_scores, key).mul_(scale)
-            grad_key.add_(torch.matmul(grad_scores.transpose(-1, -2), query[:, :, rows]), alpha=scale)
+            if count * keys < SLICE_CALL_MIN_ELEMENTS:
+                grad_scores.copy_(torch.matmul(grad_offset[:, :, rows], value_ones_t).mul_(probabilities))
+            else:
+                for sample, head in itertools.product(range(batch), range(heads)):  # each one's rows are contiguous
+                    torch.mm(grad_offset[sample, head, rows], value_ones_t[sample, head], out=grad_scores[sample, head])
+                grad_scores.mul_(probabilities)
+            grad_query[:, :, rows] = torch.matmul(grad_scores, key_rows).mul_(scale)
+            grad_key.add_(torch.matmul(grad_scores.transpose(-1, -2), scaled_query[:, :, rows]))
         return grad_query, grad_key, grad_value, grad_bias, None, None
+
+
+def with_column(matrix: torch.Tensor, column: torch.Tensor | float, transposed: bool = False) -> torch.Tensor:
+    """`[matrix, column]` along the last dimension as a new contiguous tensor, `(..., n, d + 1)`, or its transpose
+    `(..., d + 1, n)` laid out contiguously; `column` is `(..., n)` or a number."""
+    *leading, rows, width = matrix.shape
+    if transposed:
+        result = matrix.new_empty(*leading, width + 1, rows)
+        result[..., :width, :] = matrix.transpose(-1, -2)
+        result[..., width, :] = column
+    else:
+        result = matrix.new_empty(*leading, rows, width + 1)
+        result[..., :width] = matrix
+        result[..., width] = column
+    return result
 
 
 # about 8 MiB of float32 scores per block in `SdpaWithBiasGradient`'s backward: cache-sized, few Python iterations

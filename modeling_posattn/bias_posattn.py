@@ -41,12 +41,15 @@ class ALiBiPositionBias(nn.Module):
     def score(self, time_delta: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
         return -self.slopes[head] * (time_delta * self.time_units_per_second).abs()
 
-    def dense_bias(self, time_delta: torch.Tensor, padding_keys: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """`(B, heads, rows, L)` biases of fresh `(B, 1, rows, L)` time differences, -inf on padding keys.
+    def dense_bias(self, time_delta: torch.Tensor, padding_keys: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+        """`(B, heads, rows, L)` biases of fresh `(B, 1, rows, L)` time differences, -inf on padding keys (`None`: the
+        batch has none).
 
         The distance is computed and masked once for all heads (at +inf, so that `-slope * inf = -inf`): one pass over
         the heads-sized tensor instead of three (product, cast, mask)."""
-        distance = time_delta.abs_().mul_(self.time_units_per_second).to(dtype).masked_fill_(padding_keys, float("inf"))
+        distance = time_delta.abs_().mul_(self.time_units_per_second).to(dtype)
+        if padding_keys is not None:
+            distance = distance.masked_fill_(padding_keys, float("inf"))
         return distance * -self.slopes.to(dtype).view(1, -1, 1, 1)
 
 
@@ -126,33 +129,46 @@ class RelativeTimeBias(nn.Module):
             index = index.long()
         return biases[index, head]
 
-    def dense_bias(self, time_delta: torch.Tensor, padding_keys: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    def dense_bias(self, time_delta: torch.Tensor, padding_keys: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
         """`(B, heads, rows, L)` biases of fresh `(B, 1, rows, L)` time differences (overwritten), the dtype's minimum on
-        padding keys."""
+        padding keys (`None`: the batch has none)."""
         # `bincount` has a data-dependent shape (no tracing) and on CUDA no deterministic kernel (full_determinism)
         if time_delta.device.type != "cpu" or torch.compiler.is_compiling() or torch.compiler.is_exporting():
             heads = torch.arange(self.num_heads, device=time_delta.device).view(1, -1, 1, 1)
-            bias = self.score(time_delta, heads)
-        else:
-            index = self.table_index(time_delta, in_place=True)
-            bias = HeadsFirstLookup.apply(self.relative_attention_bias(self.bucket_table), index)
-        # in place: `bias` is a fresh (B, H, rows, L) tensor, and a second one is what this fallback cannot afford
-        return bias.to(dtype).masked_fill_(padding_keys, torch.finfo(dtype).min)
+            bias = self.score(time_delta, heads).to(dtype)
+            # in place: `bias` is a fresh (B, H, rows, L) tensor, and a second one is what this fallback cannot afford
+            return bias if padding_keys is None else bias.masked_fill_(padding_keys, torch.finfo(dtype).min)
+        index = self.table_index(time_delta, in_place=True)
+        biases = self.relative_attention_bias(self.bucket_table).to(dtype)
+        if padding_keys is not None:
+            # Padding keys look up one more row, the dtype's minimum: no float mask over the L x L bias, and none over
+            # its gradient (a differentiable `masked_fill` clones it), and no gradient reaches the table from them.
+            index.masked_fill_(padding_keys, biases.shape[0])
+            biases = torch.cat((biases, biases.new_full((1, self.num_heads), torch.finfo(dtype).min)))
+        return HeadsFirstLookup.apply(biases, index)
+
+
+# A `(sample, head)` slice of the L x L bias or its gradient is worth its own call from about this many elements on: below
+# it, the Python call of each slice costs more than the copy that working per head across samples makes.
+SLICE_CALL_MIN_ELEMENTS = 2**15
 
 
 class HeadsFirstLookup(torch.autograd.Function):
     """`table[index]` with the table's columns (heads) moved to dim 1: `(B, heads, ...)` from a `(entries, heads)`
-    table and an int index of shape `(B, 1, ...)`. One `index_select` per head (2x faster than advanced indexing on
-    CPU), and a backward that sums the gradient per entry with one weighted `bincount` per sample and head: autograd's
-    `index_put_(accumulate=True)` scatter-adds one heads-row per pair, 6x slower at 4096 tokens. Both work on each
-    `(sample, head)` slice in place, which is contiguous: a per-head slice across samples would be copied first (and a
-    stack of per-head results would copy the L x L bias once more)."""
+    table and an int index of shape `(B, 1, ...)`. `index_select` (2x faster than advanced indexing on CPU), and a
+    backward that sums the gradient per entry with weighted `bincount`s: autograd's `index_put_(accumulate=True)`
+    scatter-adds one heads-row per pair, 6x slower at 4096 tokens. Large slices are worked on per `(sample, head)` in
+    place (each contiguous: selected straight into the output, summed straight from the gradient); small ones per head
+    across samples, where one call per slice would cost more than the copies (`SLICE_CALL_MIN_ELEMENTS`)."""
 
     @staticmethod
     def forward(ctx, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         per_sample = index.reshape(index.shape[0], -1)
         ctx.save_for_backward(per_sample)
         ctx.entries = table.shape[0]
+        if per_sample.shape[1] < SLICE_CALL_MIN_ELEMENTS:
+            shape = (index.shape[0], *index.shape[2:])
+            return torch.stack([column.index_select(0, per_sample.view(-1)).view(shape) for column in table.t()], dim=1)
         output = table.new_empty(index.shape[0], table.shape[1], *index.shape[2:])
         for head, column in enumerate(table.t()):
             for sample, sample_index in enumerate(per_sample):
@@ -162,17 +178,20 @@ class HeadsFirstLookup(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
         (per_sample,) = ctx.saved_tensors
-        grad_output = grad_output.contiguous()
-        columns = [
-            sum(
-                torch.bincount(sample_index, weights=grad_output[sample, head].view(-1), minlength=ctx.entries)
-                for sample, sample_index in enumerate(per_sample)
-            )
-            for head in range(grad_output.shape[1])
-        ]
+        heads = range(grad_output.shape[1])
+        if per_sample.shape[1] < SLICE_CALL_MIN_ELEMENTS:
+            flat = per_sample.view(-1)
+            columns = [torch.bincount(flat, weights=grad_output[:, head].reshape(-1), minlength=ctx.entries) for head in heads]
+        else:
+            grad_output = grad_output.contiguous()
+            columns = [
+                sum(
+                    torch.bincount(sample_index, weights=grad_output[sample, head].view(-1), minlength=ctx.entries)
+                    for sample, sample_index in enumerate(per_sample)
+                )
+                for head in heads
+            ]
         return torch.stack(columns, dim=1).to(grad_output.dtype), None
-
-
 
 
 def dense_attention_bias(
@@ -186,7 +205,9 @@ def dense_attention_bias(
     """
     times = positions.timestamps
     time_delta = (times[:, None, :] - times[:, rows, None]).unsqueeze(1)
-    return encoding.dense_bias(time_delta, ~positions.mask[:, None, None, :], dtype)
+    # no mask pass when the value checks' one host sync found no padding (unknown while tracing: masked)
+    padding_keys = None if positions.padded is False else ~positions.mask[:, None, None, :]
+    return encoding.dense_bias(time_delta, padding_keys, dtype)
 
 
 @dataclass

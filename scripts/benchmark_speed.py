@@ -251,16 +251,16 @@ def without_bias_gradient_path():
     that needs a gradient) and `relative_bias`'s lookup by advanced indexing (autograd's scatter-add backward)."""
     import torch
 
-    from modeling_posattn import attention_posattn, positional_encodings
+    from modeling_posattn import attention_posattn, bias_posattn
 
     def transformers_sdpa(*args, **kwargs):
         return attention_posattn.ALL_ATTENTION_FUNCTIONS["sdpa"](*args, **kwargs)
 
     def dense_bias_by_indexing(encoding, time_delta, padding_keys, dtype):
         bias = encoding.score(time_delta, torch.arange(encoding.num_heads).view(1, -1, 1, 1)).to(dtype)
-        return bias.masked_fill_(padding_keys, torch.finfo(dtype).min)
+        return bias if padding_keys is None else bias.masked_fill_(padding_keys, torch.finfo(dtype).min)
 
-    bias_class = positional_encodings.RelativeTimeBias
+    bias_class = bias_posattn.RelativeTimeBias
     saved = attention_posattn.sdpa_attention_forward, bias_class.dense_bias
     attention_posattn.sdpa_attention_forward, bias_class.dense_bias = transformers_sdpa, dense_bias_by_indexing
     try:

@@ -4,8 +4,8 @@ same weights (the earlier model loads this one's state dict) and the same batch,
 The earlier commit's `modeling_posattn/` is extracted with `git archive` into a temporary folder and imported under
 another package name (its files import each other with single-dot relative imports, so they load unchanged).
 
-Each round times every case's two models in turn; the ratio now / before is taken within the round; median [min-max]
-over rounds. The largest output difference between the two models is printed beside it (0 or float noise: the same
+Each round times every case's two models in turn, in alternating order; the ratio now / before is taken within the
+round; median [min-max] over rounds. The largest output difference between the two models is printed beside it (0 or float noise: the same
 computation). Denormals are flushed, as `posattn-train` runs; one thread.
 
     python scripts/benchmark_versions.py --before a775162 --cases relative_bias@4096 relative_bias@8x512 --rounds 5
@@ -33,7 +33,8 @@ SMALL = json.loads((ROOT / "configuration" / "posattn-small.json").read_text())
 SMALL = {key: SMALL[key] for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")}
 RICH = dict(absolute_position_encoding="multiscale", position_fusion="gated", relative_position_encoding="time_rope")
 BIAS = dict(absolute_position_encoding="none")
-# name: (modalities, tokens per sample, samples, model settings, training step?)
+# name: (modalities, tokens per sample, samples, model settings, training step?[, ragged?]); ragged: sample k of B has
+# 1 - k / (2B) of the tokens, so the batch is padded
 CASES = {
     "sinusoidal@8x512": (ONE_MODALITY, 512, 8, SMALL, True),
     "rope@8x512": (ONE_MODALITY, 512, 8, dict(SMALL, absolute_position_encoding="none", relative_position_encoding="rope"), True),
@@ -42,6 +43,10 @@ CASES = {
     "alibi@4096": (TWO_MODALITIES, 4096, 1, dict(WIDE, **BIAS, relative_position_encoding="alibi"), True),
     "relative_bias@4096": (TWO_MODALITIES, 4096, 1, dict(WIDE, **BIAS, relative_position_encoding="relative_bias"), True),
     "relative_bias@8x512": (TWO_MODALITIES, 512, 8, dict(WIDE, **BIAS, relative_position_encoding="relative_bias"), True),
+    "relative_bias@8x512 padded": (TWO_MODALITIES, 512, 8, dict(WIDE, **BIAS, relative_position_encoding="relative_bias"),
+                                   True, True),
+    "relative_bias@16x64": (TWO_MODALITIES, 64, 16, dict(WIDE, **BIAS, relative_position_encoding="relative_bias"), True),
+    "alibi@8x512 padded": (TWO_MODALITIES, 512, 8, dict(WIDE, **BIAS, relative_position_encoding="alibi"), True, True),
 }
 
 
@@ -66,9 +71,9 @@ def model_classes(package: str) -> SimpleNamespace:
     )
 
 
-def build(package: SimpleNamespace, modalities: dict, length: int, batch_size: int, settings: dict):
+def build(package: SimpleNamespace, modalities: dict, length: int, batch_size: int, settings: dict, ragged: bool = False):
     """A model of `package` (sdpa, no dropout) and a packed batch of `batch_size` samples of `length` tokens (80/20 with
-    two modalities), as `benchmark_speed.posattn_case` builds them."""
+    two modalities), as `benchmark_speed.posattn_case` builds them; `ragged`: sample k has 1 - k / (2B) of them."""
     import numpy as np
     import torch
 
@@ -78,11 +83,12 @@ def build(package: SimpleNamespace, modalities: dict, length: int, batch_size: i
     model = package.PosAttnModel(config)
     rng = np.random.default_rng(0)
     names = list(modalities)
-    counts = [length] if len(names) == 1 else [int(length * 0.8), length - int(length * 0.8)]
-    samples = [
-        {name: rng.normal(size=(count, modalities[name]["input_dim"])).astype("float32") for name, count in zip(names, counts)}
-        for _ in range(batch_size)
-    ]
+    samples = []
+    for sample in range(batch_size):
+        tokens = int(length * (1 - sample / (2 * batch_size))) if ragged else length
+        counts = [tokens] if len(names) == 1 else [int(tokens * 0.8), tokens - int(tokens * 0.8)]
+        samples.append({name: rng.normal(size=(count, modalities[name]["input_dim"])).astype("float32")
+                        for name, count in zip(names, counts)})
     return model, dict(package.PosAttnProcessor(modalities=modalities)(samples, return_tensors="pt"))
 
 
@@ -105,9 +111,9 @@ def compare(before_package, now_package, case: tuple, rounds: int) -> dict:
     """Interleaved rounds of the two models of one case; ratio now / before per round."""
     import torch
 
-    modalities, length, batch_size, settings, train = case
-    now, batch = build(now_package, modalities, length, batch_size, settings)
-    before, _ = build(before_package, modalities, length, batch_size, settings)
+    modalities, length, batch_size, settings, train, *ragged = case
+    now, batch = build(now_package, modalities, length, batch_size, settings, *ragged)
+    before, _ = build(before_package, modalities, length, batch_size, settings, *ragged)
     before.load_state_dict(now.state_dict())
     with torch.no_grad():
         difference = (now.eval()(**batch).last_hidden_state - before.eval()(**batch).last_hidden_state).abs().max().item()
@@ -115,10 +121,10 @@ def compare(before_package, now_package, case: tuple, rounds: int) -> dict:
     seconds = {name: [] for name in steps}
     for step in steps.values():
         step()  # warm-up
-    for _ in range(rounds):
-        for name, step in steps.items():
+    for round_index in range(rounds):
+        for name in ("before", "now") if round_index % 2 == 0 else ("now", "before"):  # neither always goes first
             start = time.perf_counter()
-            step()
+            steps[name]()
             seconds[name].append(time.perf_counter() - start)
     ratios = [now / before for now, before in zip(seconds["now"], seconds["before"])]
     return {"before_seconds": statistics.median(seconds["before"]), "now_seconds": statistics.median(seconds["now"]),

@@ -120,11 +120,24 @@ def test_query_blocked_bias_never_builds_the_square_bias(monkeypatch):
     assert len(seen) == 2 * -(-length // 16) and all(shape[2] <= 16 and shape[3] == length for shape in seen)
 
 
+def calls_per_slice(monkeypatch, always: bool) -> None:
+    """Make the bias code work per `(sample, head)` slice whatever its size (`always`), or keep its threshold."""
+    from modeling_posattn import attention_posattn, bias_posattn
+
+    if always:
+        monkeypatch.setattr(attention_posattn, "SLICE_CALL_MIN_ELEMENTS", 1)
+        monkeypatch.setattr(bias_posattn, "SLICE_CALL_MIN_ELEMENTS", 1)
+
+
+@pytest.mark.parametrize("per_slice", [False, True], ids=["batched", "per_slice"])
 @pytest.mark.parametrize("block_rows", [1, 7, 64])
-def test_sdpa_with_bias_gradient_matches_the_math_path(block_rows):
+def test_sdpa_with_bias_gradient_matches_the_math_path(block_rows, per_slice, monkeypatch):
     """The flash forward + blocked FlashAttention-2 backward gives SDPA's math-path output and all four gradients,
-    whatever the block size (a last block shorter than the others included), with padding keys at the dtype's minimum."""
+    whatever the block size (a last block shorter than the others included) and however dS is written (per slice or
+    batched), with padding keys at the dtype's minimum."""
     from modeling_posattn.attention_posattn import SdpaWithBiasGradient
+
+    calls_per_slice(monkeypatch, per_slice)
 
     torch.manual_seed(0)
     query, key, value = (torch.randn(2, 3, 40, 8, requires_grad=True) for _ in range(3))
@@ -141,6 +154,15 @@ def test_sdpa_with_bias_gradient_matches_the_math_path(block_rows):
     for name, grad, expected_grad in zip("qkvb", grads, expected_grads):
         torch.testing.assert_close(grad, expected_grad, atol=1e-5, rtol=1e-4, msg=name)
 
+
+def test_sdpa_with_bias_gradient_has_second_derivatives():
+    """`create_graph=True` (a gradient penalty) differentiates the math path: second derivatives exist and are right."""
+    from modeling_posattn.attention_posattn import SdpaWithBiasGradient
+
+    torch.manual_seed(0)
+    inputs = [torch.randn(1, 2, 6, 4, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    inputs.append(torch.randn(1, 2, 6, 6, dtype=torch.float64, requires_grad=True))
+    assert torch.autograd.gradgradcheck(lambda q, k, v, b: SdpaWithBiasGradient.apply(q, k, v, b, 0.3, 4), inputs)
 
 def test_relative_bias_trains_through_the_bias_gradient_path_and_matches_eager(monkeypatch):
     """On CPU, sdpa with `relative_bias` trains through `SdpaWithBiasGradient` and `HeadsFirstLookup` (not SDPA's math
@@ -175,8 +197,11 @@ def test_relative_bias_trains_through_the_bias_gradient_path_and_matches_eager(m
         torch.testing.assert_close(sdpa_grads[parameter], gradient, atol=1e-5, rtol=1e-4, msg=parameter)
 
 
-def test_heads_first_lookup_gradient_matches_autograds_index():
+@pytest.mark.parametrize("per_slice", [False, True], ids=["batched", "per_slice"])
+def test_heads_first_lookup_gradient_matches_autograds_index(per_slice, monkeypatch):
     from modeling_posattn.bias_posattn import HeadsFirstLookup
+
+    calls_per_slice(monkeypatch, per_slice)
 
     torch.manual_seed(0)
     table = torch.randn(9, 3, dtype=torch.float64, requires_grad=True)
@@ -196,32 +221,46 @@ def allocations_of_at_least(size: int, function) -> list[tuple[str, int]]:
     return [(event.name, event.self_cpu_memory_usage) for event in profiler.events() if event.self_cpu_memory_usage >= size]
 
 
-def test_dense_relative_bias_allocates_its_output_and_two_pair_sized_temporaries():
+@pytest.mark.parametrize("padded", [False, True])
+def test_dense_relative_bias_allocates_its_output_and_two_pair_sized_temporaries(padded, monkeypatch):
     """Each new L x L tensor costs first-touch page faults as well as its pass: the dense `relative_bias` makes the time
     differences, their int32 table rows (in place on the differences) and the `(B, heads, L, L)` bias, selected per
-    sample and head straight into it (formerly ten pair-sized tensors or more: one per arithmetic step, per head, a stack)."""
+    sample and head straight into it (formerly ten pair-sized tensors or more: one per arithmetic step, per head, a
+    stack). Padding keys look up an extra row of the dtype's minimum, so the table's gradient needs no pair-sized
+    tensor either (a differentiable `masked_fill` cloned the bias gradient). Values and gradients match the score path
+    (the one traced graphs use)."""
     from modeling_posattn.bias_posattn import dense_attention_bias
     from modeling_posattn.positional_encodings import TokenPositions
 
+    calls_per_slice(monkeypatch, True)  # slices this small are worked on per head (copies cost less than calls)
     batch, length = 2, 64
     encoding = relative_bias()
     mask = torch.ones(batch, length, dtype=torch.bool)
+    mask[1, 50:] = not padded
     times = torch.rand(batch, length).cumsum(1)
-    positions = TokenPositions(torch.arange(length).expand(batch, -1), times, torch.zeros(batch, length, dtype=torch.long), mask, None)
+    positions = TokenPositions(torch.arange(length).expand(batch, -1), times, torch.zeros(batch, length, dtype=torch.long),
+                               mask, None, padded=padded)
     pair_sized = batch * length * length * 4
     big = allocations_of_at_least(pair_sized, lambda: dense_attention_bias(encoding, positions, torch.float32))
     assert len(big) == 3, big
     bias = dense_attention_bias(encoding, positions, torch.float32)
+    gradient = torch.randn_like(bias)
+    table = encoding.relative_attention_bias.weight
+    assert allocations_of_at_least(pair_sized, lambda: torch.autograd.grad(bias, table, gradient, retain_graph=True)) == []
     heads = torch.arange(encoding.num_heads).view(1, -1, 1, 1)
     expected = encoding.score((times[:, None, :] - times[:, :, None]).unsqueeze(1), heads)
+    expected = expected.masked_fill(~mask[:, None, None, :], torch.finfo(torch.float32).min)
     torch.testing.assert_close(bias, expected)
+    torch.testing.assert_close(torch.autograd.grad(bias, table, gradient)[0], torch.autograd.grad(expected, table, gradient)[0],
+                               rtol=1e-4, atol=1e-4)
 
 
-def test_heads_first_lookup_backward_copies_no_per_head_slice():
+def test_heads_first_lookup_backward_copies_no_per_head_slice(monkeypatch):
     """The table gradient is summed per `(sample, head)` slice, each contiguous in the `(B, heads, L, L)` gradient: a
     per-head slice across samples would be copied first (a `B x L x L` tensor per head)."""
     from modeling_posattn.bias_posattn import HeadsFirstLookup
 
+    calls_per_slice(monkeypatch, True)
     batch, length = 3, 64
     table = torch.randn(9, 4, dtype=torch.float64, requires_grad=True)
     index = torch.randint(0, 9, (batch, 1, length, length), dtype=torch.int32)
@@ -233,11 +272,12 @@ def test_heads_first_lookup_backward_copies_no_per_head_slice():
     heads = torch.arange(4).view(1, -1, 1, 1)
     torch.testing.assert_close(grads[0], torch.autograd.grad(table[index.long(), heads], table, gradient)[0])
 
-def test_bias_gradient_backward_reuses_one_block_of_scores():
+def test_bias_gradient_backward_reuses_one_block_of_scores(monkeypatch):
     """`SdpaWithBiasGradient`'s backward allocates the bias gradient and one block of scores for all blocks (formerly two
     fresh score blocks per block of query rows)."""
     from modeling_posattn.attention_posattn import SdpaWithBiasGradient
 
+    calls_per_slice(monkeypatch, True)
     torch.manual_seed(0)
     batch, heads, length, rows = 1, 2, 128, 16
     query, key, value = (torch.randn(batch, heads, length, 8, requires_grad=True) for _ in range(3))
