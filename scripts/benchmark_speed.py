@@ -181,7 +181,7 @@ def main():
     small = json.loads((ROOT / "configuration" / "posattn-small.json").read_text())
     small = {key: small[key] for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")}
     results = {"machine": f"{cpu_name()}, {args.threads} thread(s), torch {torch.__version__}, denormals "
-                          f"{'flushed' if flushed else 'kept'}, shared with other jobs"}
+                          f"{'flushed' if flushed else 'kept'}, load average {os.getloadavg()[0]:.1f} at the start"}
 
     print("1. vs BertModel (sdpa), small preset, 8 x 512 tokens", flush=True)
     models = {
@@ -293,8 +293,8 @@ def peak_memory_table(results: dict, args) -> None:
 def write(results: dict, output: Path, args) -> None:
     output.mkdir(parents=True, exist_ok=True)
     (output / "speed.json").write_text(json.dumps(results, indent=2) + "\n")
-    lines = [f"Machine: {results['machine']}. Ratios are per interleaved round, median [min-max]; the machine is shared "
-             "with other jobs, so expect run-to-run noise of 10% or more.", ""]
+    lines = [f"Machine: {results['machine']}. Ratios are per interleaved round, median [min-max]; other jobs on the "
+             "machine add run-to-run noise (10% or more when it is shared).", ""]
     for key, title in [("vs_bert_train", f"Training step vs BertModel (sdpa), small preset, 8 x 512 ({args.rounds} rounds)"),
                        ("vs_bert_inference", f"Inference vs BertModel (sdpa), small preset, 8 x 512 ({args.rounds} rounds)"),
                        ("bias_train_4096", f"Training step at 4096 tokens vs `none` ({args.bias_rounds} rounds)")]:
