@@ -43,7 +43,7 @@ class SdpaWithBiasGradient(torch.autograd.Function):
     yields the bias gradient on the way: $P = \exp(q k^T s + b - \mathrm{lse})$, $dV = P^T dO$,
     $dS = P \odot (dO\,V^T - \mathrm{rowsum}(dO \odot O))$, $db = dS$, $dQ = dS\,K s$, $dK = dS^T Q s$.
     Exact against the math path (tests/test_speed.py). Under `create_graph=True` the backward differentiates the math
-    path instead, so second derivatives exist.
+    path instead, so its gradients can be differentiated again (a gradient penalty).
     """
 
     @staticmethod
@@ -64,8 +64,10 @@ class SdpaWithBiasGradient(torch.autograd.Function):
             # differentiable operations, unlike the in-place blocks below
             with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
                 recomputed = nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=scale)
-            grads = torch.autograd.grad(recomputed, (query, key, value, bias), grad_output, create_graph=True)
-            return (*grads, None, None)
+            needed = ctx.needs_input_grad[:4]
+            wanted = [tensor for tensor, need in zip((query, key, value, bias), needed) if need]
+            grads = iter(torch.autograd.grad(recomputed, wanted, grad_output, create_graph=True))
+            return (*(next(grads) if need else None for need in needed), None, None)
         delta = (grad_output * output).sum(-1, keepdim=True)
         batch, heads, length, keys = bias.shape
         # `q k^T s - lse` and `dO V^T - delta` each come out of one matmul, the row's offset riding along as one more

@@ -132,20 +132,22 @@ class RelativeTimeBias(nn.Module):
     def dense_bias(self, time_delta: torch.Tensor, padding_keys: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
         """`(B, heads, rows, L)` biases of fresh `(B, 1, rows, L)` time differences (overwritten), the dtype's minimum on
         padding keys (`None`: the batch has none)."""
-        # `bincount` has a data-dependent shape (no tracing) and on CUDA no deterministic kernel (full_determinism)
-        if time_delta.device.type != "cpu" or torch.compiler.is_compiling() or torch.compiler.is_exporting():
-            heads = torch.arange(self.num_heads, device=time_delta.device).view(1, -1, 1, 1)
-            bias = self.score(time_delta, heads).to(dtype)
-            # in place: `bias` is a fresh (B, H, rows, L) tensor, and a second one is what this fallback cannot afford
-            return bias if padding_keys is None else bias.masked_fill_(padding_keys, torch.finfo(dtype).min)
         index = self.table_index(time_delta, in_place=True)
-        biases = self.relative_attention_bias(self.bucket_table).to(dtype)
+        biases = self.relative_attention_bias(self.bucket_table)
         if padding_keys is not None:
             # Padding keys look up one more row, the dtype's minimum: no float mask over the L x L bias, and none over
             # its gradient (a differentiable `masked_fill` clones it), and no gradient reaches the table from them.
             index.masked_fill_(padding_keys, biases.shape[0])
             biases = torch.cat((biases, biases.new_full((1, self.num_heads), torch.finfo(dtype).min)))
-        return HeadsFirstLookup.apply(biases, index)
+        # `bincount` has a data-dependent shape (no tracing) and on CUDA no deterministic kernel (full_determinism)
+        if time_delta.device.type != "cpu" or torch.compiler.is_compiling() or torch.compiler.is_exporting():
+            heads = torch.arange(self.num_heads, device=index.device).view(1, -1, 1, 1)
+            # ONNX Runtime rejects an int32 index next to the int64 head index
+            bias = biases[index.long() if torch.compiler.is_exporting() else index, heads]
+        else:
+            bias = HeadsFirstLookup.apply(biases, index)
+        # looked up in the table's dtype, so that its gradient is summed in it too (a bfloat16 bias under autocast)
+        return bias.to(dtype)
 
 
 # A `(sample, head)` slice of the L x L bias or its gradient is worth its own call from about this many elements on: below
@@ -164,7 +166,7 @@ class HeadsFirstLookup(torch.autograd.Function):
     @staticmethod
     def forward(ctx, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         per_sample = index.reshape(index.shape[0], -1)
-        ctx.save_for_backward(per_sample)
+        ctx.save_for_backward(per_sample, table)
         ctx.entries = table.shape[0]
         if per_sample.shape[1] < SLICE_CALL_MIN_ELEMENTS:
             shape = (index.shape[0], *index.shape[2:])
@@ -177,7 +179,12 @@ class HeadsFirstLookup(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        (per_sample,) = ctx.saved_tensors
+        per_sample, table = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            # `create_graph=True`: autograd's own (differentiable) gradient of the lookup; `bincount` has no derivative
+            heads = torch.arange(table.shape[1], device=table.device).view(1, -1, 1)
+            lookup = table[per_sample.long().unsqueeze(1), heads]
+            return torch.autograd.grad(lookup, table, grad_output.reshape(lookup.shape), create_graph=True)[0], None
         heads = range(grad_output.shape[1])
         if per_sample.shape[1] < SLICE_CALL_MIN_ELEMENTS:
             flat = per_sample.view(-1)

@@ -156,13 +156,37 @@ def test_sdpa_with_bias_gradient_matches_the_math_path(block_rows, per_slice, mo
 
 
 def test_sdpa_with_bias_gradient_has_second_derivatives():
-    """`create_graph=True` (a gradient penalty) differentiates the math path: second derivatives exist and are right."""
+    """`create_graph=True` (a gradient penalty) differentiates the math path: second derivatives exist and are right,
+    also when only some inputs need a gradient."""
     from modeling_posattn.attention_posattn import SdpaWithBiasGradient
 
     torch.manual_seed(0)
     inputs = [torch.randn(1, 2, 6, 4, dtype=torch.float64, requires_grad=True) for _ in range(3)]
     inputs.append(torch.randn(1, 2, 6, 6, dtype=torch.float64, requires_grad=True))
     assert torch.autograd.gradgradcheck(lambda q, k, v, b: SdpaWithBiasGradient.apply(q, k, v, b, 0.3, 4), inputs)
+    query, key, value, bias = inputs
+    frozen = [tensor.detach() for tensor in (query, key, value)]
+    output = SdpaWithBiasGradient.apply(*frozen, bias, 0.3, 4)
+    (grad_bias,) = torch.autograd.grad(output.square().sum(), bias, create_graph=True)
+    assert grad_bias.requires_grad
+
+
+def test_relative_bias_gradient_penalty_on_the_table_is_differentiable():
+    """A penalty on the table's own gradient (`create_graph=True` through `HeadsFirstLookup`, whose `bincount` has no
+    derivative) takes autograd's lookup gradient: second derivatives match the plain indexing formula."""
+    from modeling_posattn.bias_posattn import HeadsFirstLookup
+
+    torch.manual_seed(0)
+    table = torch.randn(9, 3, dtype=torch.float64, requires_grad=True)
+    index = torch.randint(0, 9, (2, 1, 5, 6), dtype=torch.int32)
+    heads = torch.arange(3).view(1, -1, 1, 1)
+    weights = torch.randn(2, 3, 5, 6, dtype=torch.float64)
+
+    def penalty(lookup):
+        (grad,) = torch.autograd.grad((lookup(table) * weights).sin().sum(), table, create_graph=True)
+        return torch.autograd.grad(grad.square().sum(), table)[0]
+
+    torch.testing.assert_close(penalty(lambda t: HeadsFirstLookup.apply(t, index)), penalty(lambda t: t[index.long(), heads]))
 
 def test_relative_bias_trains_through_the_bias_gradient_path_and_matches_eager(monkeypatch):
     """On CPU, sdpa with `relative_bias` trains through `SdpaWithBiasGradient` and `HeadsFirstLookup` (not SDPA's math
@@ -254,6 +278,27 @@ def test_dense_relative_bias_allocates_its_output_and_two_pair_sized_temporaries
     torch.testing.assert_close(torch.autograd.grad(bias, table, gradient)[0], torch.autograd.grad(expected, table, gradient)[0],
                                rtol=1e-4, atol=1e-4)
 
+
+def test_relative_bias_table_gradient_is_summed_in_the_tables_dtype():
+    """A bfloat16 bias (autocast) is looked up in the float32 table's dtype and cast after, so the table's gradient is
+    summed in float32, as the float32 bias's is."""
+    from modeling_posattn.bias_posattn import dense_attention_bias
+    from modeling_posattn.positional_encodings import TokenPositions
+
+    torch.manual_seed(0)
+    batch, length = 2, 48
+    encoding = relative_bias()
+    mask = torch.ones(batch, length, dtype=torch.bool)
+    mask[1, 40:] = False
+    times = torch.rand(batch, length).cumsum(1)
+    positions = TokenPositions(torch.arange(length).expand(batch, -1), times, torch.zeros(batch, length, dtype=torch.long),
+                               mask, None, padded=True)
+    table = encoding.relative_attention_bias.weight
+    bias = dense_attention_bias(encoding, positions, torch.bfloat16)
+    assert bias.dtype == torch.bfloat16
+    gradient = torch.randn(bias.shape).to(torch.bfloat16)
+    expected = torch.autograd.grad(dense_attention_bias(encoding, positions, torch.float32), table, gradient.float())[0]
+    torch.testing.assert_close(torch.autograd.grad(bias, table, gradient)[0], expected)
 
 def test_heads_first_lookup_backward_copies_no_per_head_slice(monkeypatch):
     """The table gradient is summed per `(sample, head)` slice, each contiguous in the `(B, heads, L, L)` gradient: a
