@@ -123,11 +123,7 @@ class RelativeTimeBias(nn.Module):
 
     def score(self, time_delta: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
         # (2 D + 1, heads) biases, one row per clamped signed distance: a small gather, then one int32 index per pair
-        biases = self.relative_attention_bias(self.bucket_table)
-        index = self.table_index(time_delta)
-        if torch.compiler.is_exporting():  # ONNX Runtime rejects an int32 index next to the int64 head index
-            index = index.long()
-        return biases[index, head]
+        return biases_at(self.relative_attention_bias(self.bucket_table), self.table_index(time_delta), head)
 
     def dense_bias(self, time_delta: torch.Tensor, padding_keys: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
         """`(B, heads, rows, L)` biases of fresh `(B, 1, rows, L)` time differences (overwritten), the dtype's minimum on
@@ -141,13 +137,17 @@ class RelativeTimeBias(nn.Module):
             biases = torch.cat((biases, biases.new_full((1, self.num_heads), torch.finfo(dtype).min)))
         # `bincount` has a data-dependent shape (no tracing) and on CUDA no deterministic kernel (full_determinism)
         if time_delta.device.type != "cpu" or torch.compiler.is_compiling() or torch.compiler.is_exporting():
-            heads = torch.arange(self.num_heads, device=index.device).view(1, -1, 1, 1)
-            # ONNX Runtime rejects an int32 index next to the int64 head index
-            bias = biases[index.long() if torch.compiler.is_exporting() else index, heads]
+            bias = biases_at(biases, index, torch.arange(self.num_heads, device=index.device).view(1, -1, 1, 1))
         else:
             bias = HeadsFirstLookup.apply(biases, index)
         # looked up in the table's dtype, so that its gradient is summed in it too (a bfloat16 bias under autocast)
         return bias.to(dtype)
+
+
+def biases_at(biases: torch.Tensor, index: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+    """`biases[index, head]` by advanced indexing (the traced and non-CPU lookup)."""
+    # ONNX Runtime rejects an int32 index next to the int64 head index
+    return biases[index.long() if torch.compiler.is_exporting() else index, head]
 
 
 # A `(sample, head)` slice of the L x L bias or its gradient is worth its own call from about this many elements on: below
