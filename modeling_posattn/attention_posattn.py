@@ -68,39 +68,47 @@ class SdpaWithBiasGradient(torch.autograd.Function):
             wanted = [tensor for tensor, need in zip((query, key, value, bias), needed) if need]
             grads = iter(torch.autograd.grad(recomputed, wanted, grad_output, create_graph=True))
             return (*(next(grads) if need else None for need in needed), None, None)
-        delta = (grad_output * output).sum(-1, keepdim=True)
-        batch, heads, length, keys = bias.shape
-        # `q k^T s - lse` and `dO V^T - delta` each come out of one matmul, the row's offset riding along as one more
-        # column against a row of ones: two passes fewer over every block of L-long score rows. These augmented copies
-        # are also the contiguous operands the matmuls need (q, k, v and dO arrive as views of (B, L, heads, d) memory).
-        query_offset = with_column(query * scale, -logsumexp)
-        grad_offset = with_column(grad_output, -delta.squeeze(-1))
-        key_ones_t = with_column(key, 1.0, transposed=True)
-        value_ones_t = with_column(value, 1.0, transposed=True)
-        scaled_query, grad_rows_all = query_offset[..., :-1], grad_offset[..., :-1]
-        key_rows = key_ones_t[:, :, :-1].transpose(-1, -2)
-        grad_query = query.new_empty(query.shape)
-        grad_key, grad_value = key.new_zeros(key.shape), value.new_zeros(value.shape)
-        grad_bias = bias.new_empty(bias.shape)
-        # one block's probabilities, allocated (and its pages touched) once for all blocks
-        workspace = query.new_empty(batch * heads * min(ctx.block_rows, length) * keys)
-        for start in range(0, length, ctx.block_rows):
-            rows = slice(start, start + ctx.block_rows)
-            count = min(ctx.block_rows, length - start)
-            probabilities = workspace[: batch * heads * count * keys].view(batch, heads, count, keys)
-            torch.matmul(query_offset[:, :, rows], key_ones_t, out=probabilities)
-            probabilities.add_(bias[:, :, rows]).exp_()
-            grad_value.add_(torch.matmul(probabilities.transpose(-1, -2), grad_rows_all[:, :, rows]))
-            grad_scores = grad_bias[:, :, rows]
-            if count * keys < SLICE_CALL_MIN_ELEMENTS:
-                grad_scores.copy_(torch.matmul(grad_offset[:, :, rows], value_ones_t).mul_(probabilities))
-            else:
-                for sample, head in itertools.product(range(batch), range(heads)):  # each one's rows are contiguous
-                    torch.mm(grad_offset[sample, head, rows], value_ones_t[sample, head], out=grad_scores[sample, head])
-                grad_scores.mul_(probabilities)
-            grad_query[:, :, rows] = torch.matmul(grad_scores, key_rows).mul_(scale)
-            grad_key.add_(torch.matmul(grad_scores.transpose(-1, -2), scaled_query[:, :, rows]))
-        return grad_query, grad_key, grad_value, grad_bias, None, None
+        grads = biased_attention_backward(grad_output, query, key, value, bias, output, logsumexp, scale, ctx.block_rows)
+        return (*grads, None, None)
+
+
+def biased_attention_backward(grad_output, query, key, value, bias, output, logsumexp, scale: float, block_rows: int):
+    """`(dq, dk, dv, db)` of `softmax(q k^T s + b) v` from the forward's `output` and `logsumexp` (see
+    `SdpaWithBiasGradient`). `output` and `logsumexp` may be those of a larger softmax over more keys than `key`
+    holds (time-split attention): the gradients are then those of this part of it."""
+    delta = (grad_output * output).sum(-1, keepdim=True)
+    batch, heads, length, keys = bias.shape
+    # `q k^T s - lse` and `dO V^T - delta` each come out of one matmul, the row's offset riding along as one more
+    # column against a row of ones: two passes fewer over every block of L-long score rows. These augmented copies
+    # are also the contiguous operands the matmuls need (q, k, v and dO arrive as views of (B, L, heads, d) memory).
+    query_offset = with_column(query * scale, -logsumexp)
+    grad_offset = with_column(grad_output, -delta.squeeze(-1))
+    key_ones_t = with_column(key, 1.0, transposed=True)
+    value_ones_t = with_column(value, 1.0, transposed=True)
+    scaled_query, grad_rows_all = query_offset[..., :-1], grad_offset[..., :-1]
+    key_rows = key_ones_t[:, :, :-1].transpose(-1, -2)
+    grad_query = query.new_empty(query.shape)
+    grad_key, grad_value = key.new_zeros(key.shape), value.new_zeros(value.shape)
+    grad_bias = bias.new_empty(bias.shape)
+    # one block's probabilities, allocated (and its pages touched) once for all blocks
+    workspace = query.new_empty(batch * heads * min(block_rows, length) * keys)
+    for start in range(0, length, block_rows):
+        rows = slice(start, start + block_rows)
+        count = min(block_rows, length - start)
+        probabilities = workspace[: batch * heads * count * keys].view(batch, heads, count, keys)
+        torch.matmul(query_offset[:, :, rows], key_ones_t, out=probabilities)
+        probabilities.add_(bias[:, :, rows]).exp_()
+        grad_value.add_(torch.matmul(probabilities.transpose(-1, -2), grad_rows_all[:, :, rows]))
+        grad_scores = grad_bias[:, :, rows]
+        if count * keys < SLICE_CALL_MIN_ELEMENTS:
+            grad_scores.copy_(torch.matmul(grad_offset[:, :, rows], value_ones_t).mul_(probabilities))
+        else:
+            for sample, head in itertools.product(range(batch), range(heads)):  # each one's rows are contiguous
+                torch.mm(grad_offset[sample, head, rows], value_ones_t[sample, head], out=grad_scores[sample, head])
+            grad_scores.mul_(probabilities)
+        grad_query[:, :, rows] = torch.matmul(grad_scores, key_rows).mul_(scale)
+        grad_key.add_(torch.matmul(grad_scores.transpose(-1, -2), scaled_query[:, :, rows]))
+    return grad_query, grad_key, grad_value, grad_bias
 
 
 def with_column(matrix: torch.Tensor, column: torch.Tensor | float, transposed: bool = False) -> torch.Tensor:

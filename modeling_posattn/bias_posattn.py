@@ -52,6 +52,38 @@ class ALiBiPositionBias(nn.Module):
             distance = distance.masked_fill_(padding_keys, float("inf"))
         return distance * -self.slopes.to(dtype).view(1, -1, 1, 1)
 
+    # Time-split attention (`split_attention_posattn.py`): the near keys of a block of queries are the block itself;
+    # larger blocks mean fewer kernel calls but more pairs with a dense bias (1024 was fastest of 256-2048 at 4096
+    # tokens and within 1% of 2048 at 8192; docs/speed_notes.md).
+    split_query_rows = 1024
+
+    def far_index_bounds(self) -> None:
+        """None: every key before (after) a block of queries is far before (after) it."""
+        return None
+
+    def bias_table(self) -> None:
+        return None
+
+    def pair_key(self, query_times: torch.Tensor, key_times: torch.Tensor) -> torch.Tensor:
+        """`(heads, queries, keys)` biases of 1-D query and key times."""
+        distance = (key_times[None, :] - query_times[:, None]).abs_().mul_(self.time_units_per_second)
+        return distance * -self.slopes.view(-1, 1, 1)
+
+    def pair_bias(self, bias: torch.Tensor, table: None) -> torch.Tensor:
+        """`pair_key` holds the biases themselves: nothing is learned."""
+        return bias
+
+    def side_terms(self, query_times: torch.Tensor, key_times: torch.Tensor, before: bool, table: None):
+        r"""`(key term (heads, 1, keys), row term (heads, queries, 1))` summing to the bias when every key is on one side
+        of every query (`before`: $t_j \le t_i$), since then $|t_j - t_i| = \pm(t_j - t_r) \mp (t_i - t_r)$. The reference
+        $t_r$ is the query nearest to the keys, so that the near keys' terms are small (exact in low precision too)."""
+        rate = self.slopes.view(-1, 1) * (self.time_units_per_second if before else -self.time_units_per_second)
+        reference = query_times[0] if before else query_times[-1]
+        return (rate * (key_times - reference)).unsqueeze(1), (-rate * (query_times - reference)).unsqueeze(2)
+
+    def side_terms_backward(self, row_grad: torch.Tensor, before: bool, table_grad: None) -> None:
+        """The slopes are fixed: nothing to accumulate."""
+
 
 class RelativeTimeBias(nn.Module):
     r"""A learned per-head bias over log-bucketed time distance, as in T5 (Raffel et al., 2020).
@@ -84,6 +116,19 @@ class RelativeTimeBias(nn.Module):
         self.relative_attention_bias = nn.Embedding(self.num_buckets, config.num_attention_heads)
         self.bucket_table = nn.Buffer(self.initial_buffers()["bucket_table"], persistent=False)
         self.clamp_distance = (self.bucket_table.numel() - 1) // 2
+
+    # Time-split attention (`split_attention_posattn.py`): a block's near keys span its own time plus the bucket range
+    # on either side, so smaller blocks have fewer near pairs, down to where kernel calls cost more (256 was fastest
+    # of 128-1024 at 1024-4096 tokens, 4% slower than 512 at 8192; docs/speed_notes.md).
+    split_query_rows = 256
+
+    def far_index_bounds(self) -> tuple[int, int]:
+        """`(last, first)`: the table rows up to `last` share row 0's bucket (keys far before a query), those from
+        `first` on share the last row's (far after). Time-split attention treats such keys as one constant bias."""
+        buckets = self.bucket_table.tolist()
+        last = next(row for row, bucket in enumerate(buckets) if bucket != buckets[0]) - 1
+        first = len(buckets) - next(row for row, bucket in enumerate(reversed(buckets)) if bucket != buckets[-1])
+        return last, first
 
     def initial_buffers(self) -> dict[str, torch.Tensor]:
         return {"bucket_table": self.signed_bucket_table(self.num_buckets, self.max_distance)}
@@ -142,6 +187,39 @@ class RelativeTimeBias(nn.Module):
             bias = HeadsFirstLookup.apply(biases, index)
         # looked up in the table's dtype, so that its gradient is summed in it too (a bfloat16 bias under autocast)
         return bias.to(dtype)
+
+
+    # Time-split attention (`split_attention_posattn.py`): the bias over the `(2 D + 1, heads)` table of biases.
+    def bias_table(self) -> torch.Tensor:
+        return self.relative_attention_bias(self.bucket_table)
+
+    def pair_key(self, query_times: torch.Tensor, key_times: torch.Tensor) -> torch.Tensor:
+        """`(queries, keys)` int32 rows of the bias table for 1-D query and key times, shared by all heads."""
+        return self.table_index(key_times[None, :] - query_times[:, None], in_place=True)
+
+    def pair_bias(self, index: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """`(heads, queries, keys)` biases at `pair_key`'s rows of `table` (one `index_select` per head's column;
+        differentiable when the table needs a gradient with gradients on: a gradient penalty's second pass)."""
+        if torch.is_grad_enabled() and table.requires_grad:
+            return table.t().index_select(1, index.view(-1)).view(-1, *index.shape)
+        bias = table.new_empty(table.shape[1], *index.shape)
+        for column, head_bias in zip(table.t().contiguous(), bias):
+            torch.index_select(column, 0, index.view(-1), out=head_bias.view(-1))
+        return bias
+
+    def pair_bias_backward(self, index: torch.Tensor, grad: torch.Tensor, table_grad: torch.Tensor) -> None:
+        """Adds the `(heads, queries, keys)` gradient of `pair_bias` into `table_grad` (a weighted `bincount` per head)."""
+        rows = table_grad.shape[0]
+        for head, head_grad in enumerate(grad):
+            table_grad[:, head] += torch.bincount(index.view(-1), weights=head_grad.reshape(-1), minlength=rows)
+
+    def side_terms(self, query_times: torch.Tensor, key_times: torch.Tensor, before: bool, table: torch.Tensor):
+        """`(None, row term (heads, 1, 1))`: keys far before (`before`) or after every query share one bucket."""
+        return None, table[0 if before else -1].view(-1, 1, 1)
+
+    def side_terms_backward(self, row_grad: torch.Tensor, before: bool, table_grad: torch.Tensor) -> None:
+        """Adds the gradient of the far keys' constant bias, from its `(heads, queries)` row gradient."""
+        table_grad[0 if before else -1] += row_grad.sum(-1)
 
 
 def biases_at(biases: torch.Tensor, index: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
@@ -237,12 +315,25 @@ def attention_bias_for(
 ) -> torch.Tensor | QueryBlockedBias:
     """The dense bias when it fits in `config.dense_bias_max_bytes`, else a `QueryBlockedBias` whose blocks take about
     `config.attention_bias_block_bytes` each. Decided from shapes alone (no host sync, compile-friendly)."""
-    batch, length = positions.mask.shape
-    row_bytes = batch * encoding.num_heads * length * torch.finfo(dtype).bits // 8
-    if row_bytes * length <= config.dense_bias_max_bytes:
+    length = positions.mask.shape[1]
+    if bias_row_bytes(encoding, positions, dtype) * length <= config.dense_bias_max_bytes:
         return dense_attention_bias(encoding, positions, dtype)
-    block_size = max(1, min(length, config.attention_bias_block_bytes // row_bytes))
+    return query_blocked_bias(encoding, positions, dtype, config)
+
+
+def query_blocked_bias(
+    encoding: nn.Module, positions: TokenPositions, dtype: torch.dtype, config: PosAttnConfig
+) -> QueryBlockedBias:
+    """Blocks of about `config.attention_bias_block_bytes` of bias each."""
+    rows = config.attention_bias_block_bytes // bias_row_bytes(encoding, positions, dtype)
+    block_size = max(1, min(positions.mask.shape[1], rows))
     return QueryBlockedBias(encoding, positions, dtype, block_size, config.attention_bias_checkpoint)
+
+
+def bias_row_bytes(encoding: nn.Module, positions: TokenPositions, dtype: torch.dtype) -> int:
+    """Bytes of one query row of the `(B, heads, L, L)` bias."""
+    batch, length = positions.mask.shape
+    return batch * encoding.num_heads * length * torch.finfo(dtype).bits // 8
 
 
 def flex_score_mod(encoding: nn.Module, positions: TokenPositions) -> Callable:

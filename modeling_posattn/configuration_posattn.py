@@ -188,6 +188,11 @@ class PosAttnConfig(PreTrainedConfig):
         attention_bias_block_bytes (`int`): the size of one such block's bias, which sets the query rows per block.
         attention_bias_checkpoint (`bool`): recompute each block's bias and attention in the backward pass instead of
             keeping them, so that training memory is linear in L too (costs one more attention forward).
+        time_split_min_length (`int`, *optional*): with `alibi` / `relative_bias` under sdpa on CPU in float32, from
+            this many tokens (the batch's padded length) on, time-split attention: in time order, each block of queries
+            attends to the keys far before and after it with the flash kernel and no pairwise bias, and to its near
+            keys with a small one (exact, memory linear in L; faster than the dense bias from about 2048 tokens).
+            `None`: never.
         pooling (`str`): `mean` over real tokens, or `cls` (a learned token prepended at time 0).
         unit_scale_embeddings (`bool`): put content and absolute position on the same scale in the architecture: a
             per-modality LayerNorm after each stem (content at unit RMS whatever the stem's init or the input scale)
@@ -237,6 +242,7 @@ class PosAttnConfig(PreTrainedConfig):
     dense_bias_max_bytes: int = 256 * 2**20
     attention_bias_block_bytes: int = 16 * 2**20
     attention_bias_checkpoint: bool = True
+    time_split_min_length: int | None = 2048
     mask_ratio: float = 0.15
     mask_span_length: int = 3
     mask_mode: MaskModeName = "per_modality"
@@ -307,6 +313,10 @@ class PosAttnConfig(PreTrainedConfig):
             value = getattr(self, field)
             if not (math.isfinite(value) and (value > 0 if low == "positive" else value >= 0)):
                 raise ValueError(f"`{field}` must be a finite {low} number, got {value}.")
+
+        split = self.time_split_min_length
+        if split is not None and (isinstance(split, bool) or not isinstance(split, int) or split < 1):
+            raise ValueError(f"`time_split_min_length` must be a positive int or None, got {split!r}.")
 
     def validate_relative_bias(self):
         """T5 bucketing needs room for exact buckets on both sides (an even count of at least 4) and a log range

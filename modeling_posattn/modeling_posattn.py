@@ -33,7 +33,8 @@ from .validation_posattn import (  # noqa: F401  (re-exported: the model's input
     validate_labels,
     values_checks_skipped,
 )
-from .bias_posattn import QueryBlockedBias, attention_bias_for, flex_score_mod
+from .bias_posattn import QueryBlockedBias, flex_score_mod
+from .split_attention_posattn import TimeSplitBias, score_bias_for, time_split_attention
 from .positional_encodings import (
     RELATIVE_POSITION_ENCODINGS,
     ConditionalPositionEncoding,
@@ -110,7 +111,8 @@ class PosAttnAttention(nn.Module):
             attention_interface: Callable = flex_attention_with_score_mod
             kwargs["score_mod"] = score_mod
         elif attention_bias is not None:
-            attention_interface = query_blocked_attention
+            split = isinstance(attention_bias, TimeSplitBias)
+            attention_interface = time_split_attention if split else query_blocked_attention
             kwargs["attention_bias"] = attention_bias
         else:
             attention_interface = attention_function(self.config)
@@ -383,7 +385,7 @@ class PosAttnModel(PosAttnPreTrainedModel):
         else:
             # dense (B, heads, L, L) while it is small; past `dense_bias_max_bytes`, blocks of query rows (linear
             # memory), so no size check is needed here
-            mask = attention_bias_for(encoding, positions, hidden_states.dtype, self.config)
+            mask = score_bias_for(encoding, positions, hidden_states.dtype, self.config)
             if isinstance(mask, QueryBlockedBias):
                 mask, attention_bias = None, mask
 

@@ -7,13 +7,15 @@ round alike), reported as median and min-max over rounds; peak memory in one fre
    inference rounds also time the entry checks alone (`model.validate_inputs`, the value checks every eager forward
    runs), so their share of a forward is measured, not guessed.
 2. Training step at 4096 tokens (one sample, hidden 128, 4 layers, 4 heads): `alibi` / `relative_bias` vs `none`,
-   with the default bias path (dense up to `dense_bias_max_bytes`) and forced onto the query-blocked path.
+   with the default bias path (time-split from `time_split_min_length` tokens on), with the dense bias
+   (`time_split_min_length=None`: dense up to `dense_bias_max_bytes`), forced onto the query-blocked path, and
+   `relative_bias` the way it ran before its bias-gradient path (SDPA's math path).
 
 The timed rounds run with denormal floats flushed to zero, as `posattn-train` runs (`--flush_denormal`, default on), set
 before the first thread starts; with one thread (the default) the bias rounds also time `alibi` and `relative_bias` with
 denormals kept, toggled around their own steps. `--keep-denormals` times everything with torch's default instead.
 3. Peak memory (high-water mark of RSS, reset just before the step, minus the RSS then): inference at 16k tokens (bias encodings vs `sinusoidal`, 1 layer: an inference peak does not grow with
-   depth) and a training step at 4096 tokens (rotary vs `sinusoidal`). Subprocesses run with
+   depth) and a training step at 4096 tokens (rotary and bias encodings vs `sinusoidal`). Subprocesses run with
    `MALLOC_MMAP_THRESHOLD_=65536`: otherwise glibc's adaptive mmap threshold lets freed per-block buffers fragment the
    heap and peak RSS measures the allocator, not live tensors.
 
@@ -211,14 +213,18 @@ def main():
 
 def bias_ratios(results: dict, args, compare_denormals: bool) -> None:
     print("2. bias encodings at 4096 tokens, training step, vs none", flush=True)
+    alibi, relative = (dict(absolute_position_encoding="none", relative_position_encoding=name) for name in ("alibi", "relative_bias"))
+    unsplit = dict(time_split_min_length=None)
     bias_cases = {
         "none": dict(absolute_position_encoding="none"),
-        "alibi": dict(absolute_position_encoding="none", relative_position_encoding="alibi"),
-        "alibi (query-blocked)": dict(absolute_position_encoding="none", relative_position_encoding="alibi", dense_bias_max_bytes=0),
-        "relative_bias": dict(absolute_position_encoding="none", relative_position_encoding="relative_bias"),
+        "alibi": alibi,
+        "alibi (dense bias, no time split)": dict(alibi, **unsplit),
+        "alibi (query-blocked)": dict(alibi, **unsplit, dense_bias_max_bytes=0),
+        "relative_bias": relative,
+        "relative_bias (dense bias, no time split)": dict(relative, **unsplit),
     }
     cases = {name: step_fn(*posattn_case(TWO_MODALITIES, 4096, 1, **WIDE, **settings), True) for name, settings in bias_cases.items()}
-    relative_bias_step = cases["relative_bias"]
+    relative_bias_step = cases["relative_bias (dense bias, no time split)"]
 
     def relative_bias_as_before():
         with without_bias_gradient_path():
@@ -284,6 +290,8 @@ def peak_memory_table(results: dict, args) -> None:
         ("sinusoidal", dict(absolute_position_encoding="sinusoidal")),
         ("rope", dict(absolute_position_encoding="none", relative_position_encoding="rope")),
         ("time_rope", dict(absolute_position_encoding="none", relative_position_encoding="time_rope")),
+        ("alibi", dict(absolute_position_encoding="none", relative_position_encoding="alibi")),
+        ("relative_bias", dict(absolute_position_encoding="none", relative_position_encoding="relative_bias")),
     ]:
         memory[f"train_4096/{name}"] = peak_memory(dict(WIDE, modalities=TWO_MODALITIES, **settings), 4096, "train", args.threads)
         print(f"  training 4096 {name}: {memory[f'train_4096/{name}']:.0f} MB", flush=True)

@@ -94,3 +94,26 @@ def denormals_kept_after_each_test():
     """The toolkit's runs flush denormals for their process; later tests start from torch's default again."""
     yield
     torch.set_flush_denormal(False)
+
+
+def outputs_and_gradients(model, inputs):
+    """A training step's outputs on real tokens and every parameter's gradient, under a random linear loss (its
+    gradients are of order one, where a mean of squares makes them 1e-6 and any tolerance passes them)."""
+    mask = inputs["attention_mask"].bool()
+    model.train()
+    hidden = model(**inputs).last_hidden_state[mask]
+    (hidden * torch.randn(hidden.shape, generator=torch.Generator().manual_seed(0))).sum().backward()
+    return hidden, {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+
+
+def assert_same_results(expected_results, results):
+    """Outputs to float error; each gradient to float error of its own scale (at initialisation the query and key
+    gradients are 1e-4 of the others, so an absolute tolerance would not see them), or of the key bias's (whose
+    gradient is float noise around 0: softmax ignores a score added to every key)."""
+    (expected_out, expected_grads), (out, grads) = expected_results, results
+    torch.testing.assert_close(out, expected_out, atol=1e-5, rtol=0)
+    assert grads.keys() == expected_grads.keys()
+    for parameter, gradient in expected_grads.items():
+        scale = gradient.abs().max().item()
+        floor = 1e-8 if parameter.endswith("k_proj.bias") else 0.0
+        torch.testing.assert_close(grads[parameter], gradient, atol=1e-5 * scale + floor, rtol=1e-4, msg=parameter)

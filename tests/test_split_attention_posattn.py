@@ -1,0 +1,161 @@
+"""Time-split attention (`modeling_posattn/split_attention_posattn.py`): exact against the dense bias in values and in
+every gradient, on unsorted multimodal, padded and tied timestamps, with each kind of key range exercised; never an
+L x L tensor; selected only where it runs. Behaviour only: its speed is measured by scripts/benchmark_speed.py."""
+
+import collections
+
+import pytest
+import torch
+from conftest import assert_same_results, batch_of, build_model, outputs_and_gradients, random_samples
+
+from modeling_posattn import split_attention_posattn
+from modeling_posattn.bias_posattn import ALiBiPositionBias, RelativeTimeBias
+
+
+# a bucket range short enough that these small samples (at most 1 s) have keys far before and after their blocks
+SHORT_BUCKETS = dict(relative_attention_num_buckets=8, relative_attention_max_distance=3, time_units_per_second=10)
+SETTINGS = {"alibi": {}, "relative_bias": SHORT_BUCKETS}
+
+
+def split_blocks(monkeypatch, rows: int = 7) -> collections.Counter:
+    """Time-split attention with `rows` queries per block; counts the key ranges it attends."""
+    for encoding in (ALiBiPositionBias, RelativeTimeBias):
+        monkeypatch.setattr(encoding, "split_query_rows", rows)
+    sides = collections.Counter()
+    original = split_attention_posattn.key_ranges
+
+    def counted(*args):
+        for key_range in original(*args):
+            sides[key_range.side] += 1
+            yield key_range
+
+    monkeypatch.setattr(split_attention_posattn, "key_ranges", counted)
+    return sides
+
+
+def dense_and_split(name: str, split_from: int = 1, **overrides):
+    """Two models with the same weights (a random bias table, so that every bucket differs), one on the dense bias, one
+    time-split from `split_from` tokens on."""
+    settings = dict(dict(relative_position_encoding=name, attn_implementation="sdpa", **SETTINGS[name]), **overrides)
+    dense, split = build_model(**settings, time_split_min_length=None), build_model(**settings, time_split_min_length=split_from)
+    if name == "relative_bias":
+        with torch.no_grad():
+            dense.relative_position_encoding.relative_attention_bias.weight.normal_()
+    split.load_state_dict(dense.state_dict())
+    return dense, split
+
+
+@pytest.mark.parametrize("rows", [1, 7, 64])
+@pytest.mark.parametrize("name", ["alibi", "relative_bias"])
+def test_time_split_matches_the_dense_bias(name, rows, monkeypatch):
+    """Padded samples of three modalities (their tokens not in time order): the same outputs on real tokens and the
+    same gradients of every parameter, the bias table's included, whatever the block size."""
+    sides = split_blocks(monkeypatch, rows=rows)
+    dense, split = dense_and_split(name)
+    inputs = batch_of(random_samples())
+    dense_results = outputs_and_gradients(dense, inputs)
+    assert not sides
+    split_results = outputs_and_gradients(split, inputs)
+    assert sides["before"] and sides["near"] and sides["after"], sides
+    assert_same_results(dense_results, split_results)
+    if name == "relative_bias":
+        assert "relative_position_encoding.relative_attention_bias.weight" in split_results[1]
+
+
+@pytest.mark.parametrize("name", ["alibi", "relative_bias"])
+def test_time_split_with_tied_times_and_an_unpadded_ordered_batch(name, monkeypatch):
+    """Timestamps with many ties across block boundaries (coarse 0.1 s clock), and one modality already in time order
+    without padding (no reordering at all)."""
+    split_blocks(monkeypatch, rows=5)
+    dense, split = dense_and_split(name)
+    samples = random_samples(lengths=((60, 0, 0), (60, 0, 0)))
+    tied = batch_of(samples)
+    tied["timestamps"] = (torch.arange(tied["attention_mask"].shape[1]) // 7 * 0.1).expand(2, -1).clone()
+    for inputs in (tied, batch_of(samples)):
+        assert_same_results(
+            outputs_and_gradients(dense, inputs), outputs_and_gradients(split, inputs)
+        )
+        dense.zero_grad(), split.zero_grad()
+
+
+def test_time_split_far_keys_share_the_end_buckets(monkeypatch):
+    """Every key outside a block's near range has, for every query of the block, the bucket of its side's far end,
+    including distances on a rounding tie (20 ms at 25 units per second, far from the clock's origin)."""
+    from modeling_posattn.modeling_posattn import TokenPositions
+
+    split_blocks(monkeypatch, rows=16)
+    config = build_model(relative_position_encoding="relative_bias").config
+    encoding = RelativeTimeBias(config)
+    times = torch.cat((torch.arange(300) * 0.02 + 1000.0, torch.arange(100) * 0.06 + 1000.01)).float().unsqueeze(0)
+    mask = torch.ones_like(times, dtype=torch.bool)
+    positions = TokenPositions(times.long(), times, times.long(), mask, times.long(), padded=False)
+    blocked = split_attention_posattn.query_blocked_bias(encoding, positions, torch.float32, config)
+    (sample,) = split_attention_posattn.time_split_bias(blocked).samples
+    buckets = encoding.bucket(sample.times[None, :] - sample.times[:, None])
+    far_before, far_after = encoding.bucket_table[0], encoding.bucket_table[-1]
+    for start, end, near_start, near_end in sample.blocks:
+        assert (buckets[start:end, :near_start] == far_before).all()
+        assert (buckets[start:end, near_end:] == far_after).all()
+        assert near_start <= start and end <= near_end
+    assert any(near_start > 0 for _, _, near_start, _ in sample.blocks)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("name", ["alibi", "relative_bias"])
+def test_time_split_never_builds_a_square_bias(name, monkeypatch):
+    """The flash kernel sees key-term masks `(1, heads, 1, keys)` and near blocks of at most `rows` query rows."""
+    split_blocks(monkeypatch, rows=8)
+    masks = []
+    original = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+
+    def spy(query, key, value, attn_mask=None, **kwargs):
+        masks.append(None if attn_mask is None else tuple(attn_mask.shape))
+        return original(query, key, value, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", spy)
+    _, split = dense_and_split(name)
+    inputs = batch_of(random_samples())
+    split(**inputs)
+    assert masks and all(mask is None or mask[2] == 1 or mask[2] <= 8 for mask in masks), masks
+
+
+def test_time_split_gradient_penalty_matches_the_dense_bias(monkeypatch):
+    """`create_graph=True` through time-split attention: a penalty on the input gradient differentiates like the
+    dense path's, also into the bias table."""
+    split_blocks(monkeypatch, rows=6)
+    dense, split = dense_and_split("relative_bias")
+    inputs = batch_of(random_samples(lengths=((30, 6, 4), (12, 3, 0))))
+    mask = inputs["attention_mask"].bool()
+    results = []
+    for model in (dense, split):
+        model.train()
+        values = inputs["input_values"].clone().requires_grad_(True)
+        hidden = model(**dict(inputs, input_values=values)).last_hidden_state
+        (grad,) = torch.autograd.grad(hidden[mask].square().sum(), values, create_graph=True)
+        grad.square().sum().backward()
+        results.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+    assert "relative_position_encoding.relative_attention_bias.weight" in results[1]
+    for parameter, gradient in results[0].items():  # float32 second derivatives: dense and eager differ by 2e-5 too
+        torch.testing.assert_close(results[1][parameter], gradient, atol=5e-5, rtol=1e-3, msg=parameter)
+
+
+@pytest.mark.parametrize("setting", ["eager", "below the length", "bfloat16 autocast"])
+def test_time_split_runs_only_where_it_applies(setting, monkeypatch):
+    """Eager attention and short sequences never plan a split; under autocast the plan falls back to blocks of query
+    rows (the split's kernels take float32 only), with the same result as the dense bias."""
+    sides = split_blocks(monkeypatch)
+    implementation = "eager" if setting == "eager" else "sdpa"
+    split_from = 10**6 if setting == "below the length" else 1
+    dense, split = dense_and_split("alibi", split_from, attn_implementation=implementation)
+    inputs = batch_of(random_samples())
+    mask = inputs["attention_mask"].bool()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=setting == "bfloat16 autocast"):
+        expected = dense(**inputs).last_hidden_state[mask]
+        planned = []
+        original = split_attention_posattn.time_split_bias
+        monkeypatch.setattr(split_attention_posattn, "time_split_bias", lambda *a: planned.append(1) or original(*a))
+        output = split(**inputs).last_hidden_state[mask]
+    assert not sides
+    assert bool(planned) == (setting == "bfloat16 autocast")
+    exact = setting != "bfloat16 autocast"  # blocks of query rows round differently in bfloat16
+    torch.testing.assert_close(output, expected, **(dict(atol=0, rtol=0) if exact else {}))
