@@ -52,6 +52,7 @@ class SampleSplit:
     blocks: list[tuple[int, int, int, int]]
     keep_pair_keys: bool  # training: gradients are on where the plan is made
     pair_keys: dict = field(default_factory=dict)  # block -> the encoding's `pair_key` of its near keys
+    near_biases: dict = field(default_factory=dict)  # block -> their bias
 
     def pair_key(self, encoding: nn.Module, block: tuple[int, int, int, int]) -> torch.Tensor:
         """The encoding's per-pair data for the block's near keys (ALiBi's biases, or rows of the bias table). In
@@ -65,6 +66,19 @@ class SampleSplit:
         if self.keep_pair_keys:
             self.pair_keys[block] = pair_key
         return pair_key
+
+    def near_bias(self, encoding: nn.Module, block: tuple[int, int, int, int], table: torch.Tensor | None):
+        """`(heads, rows, near keys)` bias of the block's near keys, kept for the step like `pair_key` (the bias table
+        does not change between a step's forward and backward); built anew where it must be differentiable (the second
+        pass of a gradient penalty)."""
+        if table is not None and table.requires_grad and torch.is_grad_enabled():
+            return encoding.pair_bias(self.pair_key(encoding, block), table)
+        if block in self.near_biases:
+            return self.near_biases[block]
+        bias = encoding.pair_bias(self.pair_key(encoding, block), table)
+        if self.keep_pair_keys:
+            self.near_biases[block] = bias
+        return bias
 
 
 @dataclass
@@ -166,7 +180,7 @@ def key_ranges(encoding: nn.Module, split: SampleSplit, block: tuple[int, int, i
     if near_start > 0:
         key_term, row = encoding.side_terms(query_times, times[:near_start], True, table)
         yield KeyRange(slice(0, near_start), as_mask(key_term), row.flatten(1), "before")
-    near = encoding.pair_bias(split.pair_key(encoding, block), table)
+    near = split.near_bias(encoding, block, table)
     yield KeyRange(slice(near_start, near_end), near.unsqueeze(0), None, "near")
     if near_end < len(times):
         key_term, row = encoding.side_terms(query_times, times[near_end:], False, table)
