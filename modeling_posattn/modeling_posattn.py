@@ -385,7 +385,8 @@ class PosAttnModel(PosAttnPreTrainedModel):
         else:
             # dense (B, heads, L, L) while it is small; past `dense_bias_max_bytes`, blocks of query rows (linear
             # memory), so no size check is needed here
-            mask = score_bias_for(encoding, positions, hidden_states.dtype, self.config)
+            dropout = self.config.attention_dropout if self.training else 0.0
+            mask = score_bias_for(encoding, positions, hidden_states.dtype, self.config, dropout)
             if isinstance(mask, QueryBlockedBias):
                 mask, attention_bias = None, mask
 

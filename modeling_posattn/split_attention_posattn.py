@@ -26,19 +26,22 @@ from .bias_posattn import QueryBlockedBias, attention_bias_for, query_blocked_bi
 from .configuration_posattn import PosAttnConfig
 
 
-def score_bias_for(encoding: nn.Module, positions, dtype: torch.dtype, config: PosAttnConfig):
-    """The bias of a score-bias encoding under eager / sdpa: time-split for long sequences under CPU sdpa in float32,
-    else dense or over blocks of query rows (`attention_bias_for`)."""
+def score_bias_for(encoding: nn.Module, positions, dtype: torch.dtype, config: PosAttnConfig, dropout: float):
+    """The bias of a score-bias encoding under eager / sdpa: time-split for long sequences under CPU sdpa in float32
+    without attention dropout (the flash kernel's CPU entry points), else dense or over blocks of query rows
+    (`attention_bias_for`)."""
     tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting()
     if (
         not tracing  # first: a traced length compared with the threshold would become a guard on it
         and config._attn_implementation == "sdpa"
         and positions.mask.device.type == "cpu"
         and dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")  # q and k would be bfloat16
+        and dropout == 0.0
         and config.time_split_min_length is not None
         and positions.mask.shape[1] >= config.time_split_min_length
     ):
-        return time_split_bias(query_blocked_bias(encoding, positions, dtype, config))
+        return time_split_bias(query_blocked_bias(encoding, positions, dtype, config), config)
     return attention_bias_for(encoding, positions, dtype, config)
 
 
@@ -50,35 +53,51 @@ class SampleSplit:
     order: torch.Tensor | None  # None: the sample is unpadded and already in time order
     times: torch.Tensor
     blocks: list[tuple[int, int, int, int]]
-    keep_pair_keys: bool  # training: gradients are on where the plan is made
+    budget: StepCacheBudget | None  # None in inference
     pair_keys: dict = field(default_factory=dict)  # block -> the encoding's `pair_key` of its near keys
     near_biases: dict = field(default_factory=dict)  # block -> their bias
 
     def pair_key(self, encoding: nn.Module, block: tuple[int, int, int, int]) -> torch.Tensor:
-        """The encoding's per-pair data for the block's near keys (ALiBi's biases, or rows of the bias table). In
-        training it is kept for the whole step (every layer's forward and backward use it: 2 x layers times); in
-        inference it is made at each use, keeping the peak memory of a long sequence down."""
+        """The encoding's per-pair data for the block's near keys (ALiBi's biases, or rows of the bias table), kept for
+        the training step within the budget (every layer's forward and backward use it: 2 x layers times)."""
         if block in self.pair_keys:
             return self.pair_keys[block]
         start, end, near_start, near_end = block
         with torch.no_grad():
             pair_key = encoding.pair_key(self.times[start:end], self.times[near_start:near_end])
-        if self.keep_pair_keys:
+        if self.budget is not None and self.budget.admits(pair_key):
             self.pair_keys[block] = pair_key
         return pair_key
 
     def near_bias(self, encoding: nn.Module, block: tuple[int, int, int, int], table: torch.Tensor | None):
-        """`(heads, rows, near keys)` bias of the block's near keys, kept for the step like `pair_key` (the bias table
-        does not change between a step's forward and backward); built anew where it must be differentiable (the second
-        pass of a gradient penalty)."""
+        """`(heads, rows, near keys)` bias of the block's near keys, kept like `pair_key` (the bias table does not
+        change between a step's forward and backward); built anew where it must be differentiable (the second pass of
+        a gradient penalty)."""
+        pair_key = self.pair_key(encoding, block)
         if table is not None and table.requires_grad and torch.is_grad_enabled():
-            return encoding.pair_bias(self.pair_key(encoding, block), table)
+            return encoding.pair_bias(pair_key, table)
         if block in self.near_biases:
             return self.near_biases[block]
-        bias = encoding.pair_bias(self.pair_key(encoding, block), table)
-        if self.keep_pair_keys:
+        bias = encoding.pair_bias(pair_key, table)
+        if bias is not pair_key and self.budget is not None and self.budget.admits(bias):
             self.near_biases[block] = bias
         return bias
+
+
+@dataclass
+class StepCacheBudget:
+    """Bytes of per-pair data a training step may keep across layers: `config.dense_bias_max_bytes`, so the time split
+    never holds more bias than the dense path may build at once (and memory stays linear in L past it)."""
+
+    bytes_left: int
+
+    def admits(self, tensor: torch.Tensor) -> bool:
+        """Whether `tensor` fits in what is left, which it then takes."""
+        size = tensor.numel() * tensor.element_size()
+        if size > self.bytes_left:
+            return False
+        self.bytes_left -= size
+        return True
 
 
 @dataclass
@@ -88,7 +107,7 @@ class TimeSplitBias(QueryBlockedBias):
     samples: list[SampleSplit] = field(default_factory=list)
 
 
-def time_split_bias(blocked: QueryBlockedBias) -> TimeSplitBias:
+def time_split_bias(blocked: QueryBlockedBias, config: PosAttnConfig) -> TimeSplitBias:
     """The time-split plan of a batch, with one host sync for all samples and blocks."""
     encoding, positions = blocked.encoding, blocked.positions
     mask, times = positions.mask, positions.timestamps
@@ -114,6 +133,8 @@ def time_split_bias(blocked: QueryBlockedBias) -> TimeSplitBias:
         near_end = torch.maximum(lengths - after.sum(-1), ends)
     in_order = ((order == torch.arange(length, device=mask.device)).all(1, keepdim=True) & (lengths == length)).long()
     plan = torch.cat((lengths, in_order, starts, ends, near_start, near_end), dim=1).tolist()
+    # training (gradients on where the plan is made): each layer's forward and backward reuse the per-pair data
+    budget = StepCacheBudget(config.dense_bias_max_bytes) if torch.is_grad_enabled() else None
     samples = []
     for sample, (count, already_ordered, *bounds) in enumerate(plan):
         columns = len(bounds) // 4
@@ -123,7 +144,7 @@ def time_split_bias(blocked: QueryBlockedBias) -> TimeSplitBias:
             if bounds[column] < count
         ]
         sample_order = None if already_ordered else order[sample, :count]
-        samples.append(SampleSplit(sample_order, ordered_times[sample, :count], blocks, torch.is_grad_enabled()))
+        samples.append(SampleSplit(sample_order, ordered_times[sample, :count], blocks, budget))
     return TimeSplitBias(**vars(blocked), samples=samples)
 
 

@@ -90,7 +90,7 @@ def test_time_split_far_keys_share_the_end_buckets(monkeypatch):
     mask = torch.ones_like(times, dtype=torch.bool)
     positions = TokenPositions(times.long(), times, times.long(), mask, times.long(), padded=False)
     blocked = split_attention_posattn.query_blocked_bias(encoding, positions, torch.float32, config)
-    (sample,) = split_attention_posattn.time_split_bias(blocked).samples
+    (sample,) = split_attention_posattn.time_split_bias(blocked, config).samples
     buckets = encoding.bucket(sample.times[None, :] - sample.times[:, None])
     far_before, far_after = encoding.bucket_table[0], encoding.bucket_table[-1]
     for start, end, near_start, near_end in sample.blocks:
@@ -139,23 +139,50 @@ def test_time_split_gradient_penalty_matches_the_dense_bias(monkeypatch):
         torch.testing.assert_close(results[1][parameter], gradient, atol=5e-5, rtol=1e-3, msg=parameter)
 
 
-@pytest.mark.parametrize("setting", ["eager", "below the length", "bfloat16 autocast"])
-def test_time_split_runs_only_where_it_applies(setting, monkeypatch):
-    """Eager attention and short sequences never plan a split; under autocast the plan falls back to blocks of query
-    rows (the split's kernels take float32 only), with the same result as the dense bias."""
+@pytest.mark.parametrize("setting", ["eager", "below the length", "bfloat16 autocast", "attention dropout"])
+def test_time_split_is_planned_only_where_it_runs(setting, monkeypatch):
+    """Eager attention, short sequences, autocast (q and k in bfloat16) and attention dropout in training never plan a
+    split: they keep the dense bias, with its result."""
     sides = split_blocks(monkeypatch)
+    planned = []
+    original = split_attention_posattn.time_split_bias
+    monkeypatch.setattr(split_attention_posattn, "time_split_bias", lambda *args: planned.append(1) or original(*args))
     implementation = "eager" if setting == "eager" else "sdpa"
     split_from = 10**6 if setting == "below the length" else 1
-    dense, split = dense_and_split("alibi", split_from, attn_implementation=implementation)
+    dropout = 0.1 if setting == "attention dropout" else 0.0
+    dense, split = dense_and_split("alibi", split_from, attn_implementation=implementation, attention_dropout=dropout)
     inputs = batch_of(random_samples())
     mask = inputs["attention_mask"].bool()
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=setting == "bfloat16 autocast"):
-        expected = dense(**inputs).last_hidden_state[mask]
-        planned = []
-        original = split_attention_posattn.time_split_bias
-        monkeypatch.setattr(split_attention_posattn, "time_split_bias", lambda *a: planned.append(1) or original(*a))
-        output = split(**inputs).last_hidden_state[mask]
-    assert not sides
-    assert bool(planned) == (setting == "bfloat16 autocast")
-    exact = setting != "bfloat16 autocast"  # blocks of query rows round differently in bfloat16
-    torch.testing.assert_close(output, expected, **(dict(atol=0, rtol=0) if exact else {}))
+    if setting == "attention dropout":
+        split.train()(**inputs).last_hidden_state.sum().backward()
+    else:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=setting == "bfloat16 autocast"):
+            expected, output = (model(**inputs).last_hidden_state[mask] for model in (dense, split))
+        torch.testing.assert_close(output, expected, atol=0, rtol=0)
+    assert not planned and not sides
+
+
+def test_time_split_keeps_per_pair_data_within_the_dense_bias_budget(monkeypatch):
+    """A training step keeps each block's near-key data for its layers within `dense_bias_max_bytes` (none of it at a
+    zero budget, all of it at a large one), with the same results; inference keeps none."""
+    split_blocks(monkeypatch, rows=7)
+    plans = []
+    original = split_attention_posattn.time_split_bias
+    monkeypatch.setattr(split_attention_posattn, "time_split_bias", lambda *args: plans.append(original(*args)) or plans[-1])
+    inputs = batch_of(random_samples())
+
+    def kept_bytes(plan):
+        kept = [t for sample in plan.samples for t in (*sample.pair_keys.values(), *sample.near_biases.values())]
+        return sum(tensor.numel() * tensor.element_size() for tensor in kept)
+
+    results, kept = [], []
+    for budget in (0, 20_000, 2**30):
+        _, split = dense_and_split("relative_bias", dense_bias_max_bytes=budget)
+        results.append(outputs_and_gradients(split, inputs))
+        kept.append(kept_bytes(plans[-1]))
+    assert kept[0] == 0 and 0 < kept[1] <= 20_000 < kept[2]
+    for other in results[1:]:
+        assert_same_results(results[0], other)
+    with torch.no_grad():
+        split(**inputs)
+    assert kept_bytes(plans[-1]) == 0
