@@ -53,9 +53,11 @@ class ALiBiPositionBias(nn.Module):
         return distance * -self.slopes.to(dtype).view(1, -1, 1, 1)
 
     # Time-split attention (`split_attention_posattn.py`): the near keys of a block of queries are the block itself;
-    # larger blocks mean fewer kernel calls but more pairs with a dense bias (1024 was fastest of 256-2048 at 4096
-    # tokens and within 1% of 2048 at 8192; docs/speed_notes.md).
+    # larger blocks mean fewer kernel calls but more pairs with a dense bias, which training builds once per step and
+    # inference once per layer (fastest of 256-1024 at 4096 and 8192 tokens: 1024 in training, 256 in inference;
+    # docs/speed_notes.md).
     split_query_rows = 1024
+    split_query_rows_inference = 256
 
     def far_index_bounds(self) -> None:
         """None: every key before (after) a block of queries is far before (after) it."""
@@ -119,8 +121,8 @@ class RelativeTimeBias(nn.Module):
 
     # Time-split attention (`split_attention_posattn.py`): a block's near keys span its own time plus the bucket range
     # on either side, so smaller blocks have fewer near pairs, down to where kernel calls cost more (256 was fastest
-    # of 128-1024 at 1024-4096 tokens, 4% slower than 512 at 8192; docs/speed_notes.md).
-    split_query_rows = 256
+    # of 256-1024 from 1024 to 4096 tokens, in training and inference, within 3% at 8192; docs/speed_notes.md).
+    split_query_rows = split_query_rows_inference = 256
 
     def far_index_bounds(self) -> tuple[int, int]:
         """`(last, first)`: the table rows up to `last` share row 0's bucket (keys far before a query), those from

@@ -2,13 +2,14 @@ r"""Time-split attention: exact attention with an ALiBi or relative-bucket bias 
 L x L tensor and mostly without a bias in the kernel.
 
 In time order, every key before a block of queries is behind all of them, and there the bias splits into a key term
-and a row term: ALiBi's $-s|t_j - t_i| = s(t_j - t_r) - s(t_i - t_r)$, and a relative bucket's, far enough back,
-is one constant. Each block of `split_query_rows` queries (an attribute of the encoding) thus attends to three ranges of keys with the flash kernel:
-the keys far before it (the key term as a `(heads, 1, keys)` mask, or none), the near keys (the bias itself, a small
-`(heads, rows, keys)` block), the keys far after it; the three softmaxes are merged by their log-sum-exp plus the row
-term. The backward pass calls the flash backward on each range with the merged output and log-sum-exp (FlashAttention-2's
-split of the softmax, Dao 2023), so each range's gradient is its part of the whole softmax's; the near range's bias
-gradient comes from `biased_attention_backward` and goes straight into the bias table.
+and a row term: ALiBi's $-s|t_j - t_i| = s(t_j - t_r) - s(t_i - t_r)$, and a relative bucket's, far enough back, is
+one constant. Each block of queries (`split_query_rows` of the encoding; `split_query_rows_inference` without gradients)
+thus attends to three ranges of keys with the flash kernel: the keys far before it (the key term as a
+`(heads, 1, keys)` mask, or none), the near keys (the bias itself, a small `(heads, rows, keys)` block), the keys far
+after it; the three softmaxes are merged by their log-sum-exp plus the row term. The backward pass calls the flash
+backward on each range with the merged output and log-sum-exp (FlashAttention-2's split of the softmax, Dao 2023), so
+each range's gradient is its part of the whole softmax's; the near range's bias gradient comes from
+`biased_attention_backward` and goes straight into the bias table.
 
 The block structure depends on the data (the time order, the near keys), so it is planned once per forward with one
 host sync (`time_split_bias`); eager, FlexAttention, tracing and other devices keep their paths.
@@ -112,7 +113,8 @@ def time_split_bias(blocked: QueryBlockedBias, config: PosAttnConfig) -> TimeSpl
     encoding, positions = blocked.encoding, blocked.positions
     mask, times = positions.mask, positions.timestamps
     batch, length = mask.shape
-    rows = encoding.split_query_rows
+    training = torch.is_grad_enabled()  # then each layer's forward and backward reuse the per-pair data
+    rows = encoding.split_query_rows if training else encoding.split_query_rows_inference
     # padding sorts last, at a finite time (an infinite one would make inf - inf below)
     ordered_times, order = times.masked_fill(~mask, torch.finfo(times.dtype).max).sort(dim=1, stable=True)
     lengths = mask.sum(1, keepdim=True)
@@ -133,8 +135,7 @@ def time_split_bias(blocked: QueryBlockedBias, config: PosAttnConfig) -> TimeSpl
         near_end = torch.maximum(lengths - after.sum(-1), ends)
     in_order = ((order == torch.arange(length, device=mask.device)).all(1, keepdim=True) & (lengths == length)).long()
     plan = torch.cat((lengths, in_order, starts, ends, near_start, near_end), dim=1).tolist()
-    # training (gradients on where the plan is made): each layer's forward and backward reuse the per-pair data
-    budget = StepCacheBudget(config.dense_bias_max_bytes) if torch.is_grad_enabled() else None
+    budget = StepCacheBudget(config.dense_bias_max_bytes) if training else None
     samples = []
     for sample, (count, already_ordered, *bounds) in enumerate(plan):
         columns = len(bounds) // 4

@@ -291,7 +291,11 @@ def peak_memory_table(results: dict, args) -> None:
         ("rope", dict(absolute_position_encoding="none", relative_position_encoding="rope")),
         ("time_rope", dict(absolute_position_encoding="none", relative_position_encoding="time_rope")),
         ("alibi", dict(absolute_position_encoding="none", relative_position_encoding="alibi")),
+        ("alibi (dense bias)", dict(absolute_position_encoding="none", relative_position_encoding="alibi",
+                                    time_split_min_length=None)),
         ("relative_bias", dict(absolute_position_encoding="none", relative_position_encoding="relative_bias")),
+        ("relative_bias (dense bias)", dict(absolute_position_encoding="none", relative_position_encoding="relative_bias",
+                                            time_split_min_length=None)),
     ]:
         memory[f"train_4096/{name}"] = peak_memory(dict(WIDE, modalities=TWO_MODALITIES, **settings), 4096, "train", args.threads)
         print(f"  training 4096 {name}: {memory[f'train_4096/{name}']:.0f} MB", flush=True)

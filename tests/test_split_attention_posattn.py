@@ -21,6 +21,7 @@ def split_blocks(monkeypatch, rows: int = 7) -> collections.Counter:
     """Time-split attention with `rows` queries per block; counts the key ranges it attends."""
     for encoding in (ALiBiPositionBias, RelativeTimeBias):
         monkeypatch.setattr(encoding, "split_query_rows", rows)
+        monkeypatch.setattr(encoding, "split_query_rows_inference", rows)
     sides = collections.Counter()
     original = split_attention_posattn.key_ranges
 
