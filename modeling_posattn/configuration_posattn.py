@@ -184,7 +184,8 @@ class PosAttnConfig(PreTrainedConfig):
             encoding, the distance measured in time units (`time_units_per_second`).
         dense_bias_max_bytes (`int`): with `alibi` / `relative_bias` under eager or sdpa, the largest dense
             `(batch, heads, L, L)` bias built at once; past it, attention runs over blocks of query rows, each with only
-            its own rows of the bias (exact, memory linear in L).
+            its own rows of the bias (exact, memory linear in L). Also the most per-pair bias data a time-split training
+            step keeps for its layers.
         attention_bias_block_bytes (`int`): the size of one such block's bias, which sets the query rows per block.
         attention_bias_checkpoint (`bool`): recompute each block's bias and attention in the backward pass instead of
             keeping them, so that training memory is linear in L too (costs one more attention forward).

@@ -383,8 +383,8 @@ class PosAttnModel(PosAttnPreTrainedModel):
         elif self.config._attn_implementation == "flex_attention":
             score_mod = flex_score_mod(encoding, positions)
         else:
-            # dense (B, heads, L, L) while it is small; past `dense_bias_max_bytes`, blocks of query rows (linear
-            # memory), so no size check is needed here
+            # time-split from `time_split_min_length` tokens (CPU sdpa), else dense (B, heads, L, L) while it is small
+            # and blocks of query rows past `dense_bias_max_bytes`: memory linear in L, so no size check is needed here
             dropout = self.config.attention_dropout if self.training else 0.0
             mask = score_bias_for(encoding, positions, hidden_states.dtype, self.config, dropout)
             if isinstance(mask, QueryBlockedBias):
