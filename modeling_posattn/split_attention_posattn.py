@@ -120,19 +120,7 @@ def time_split_bias(blocked: QueryBlockedBias, config: PosAttnConfig) -> TimeSpl
     lengths = mask.sum(1, keepdim=True)
     starts = torch.arange(0, length, rows, device=mask.device).expand(batch, -1)
     ends = torch.minimum(starts + rows, lengths)
-    near_start, near_end = starts, ends
-    far_index_bounds = encoding.far_index_bounds()
-    if far_index_bounds is not None:
-        last_before, first_after = far_index_bounds
-        real = (torch.arange(length, device=mask.device) < lengths).unsqueeze(1)
-        first = ordered_times.gather(1, starts).unsqueeze(2)
-        last = ordered_times.gather(1, (ends - 1).clamp(0, length - 1)).unsqueeze(2)
-        # the same float operations as the dense bias: a key is far from the whole block iff it is from the first
-        # (or last) query, since rounding is monotone
-        before = (encoding.table_index(ordered_times.unsqueeze(1) - first) <= last_before) & real
-        after = (encoding.table_index(ordered_times.unsqueeze(1) - last) >= first_after) & real
-        near_start = torch.minimum(before.sum(-1), starts)
-        near_end = torch.maximum(lengths - after.sum(-1), ends)
+    near_start, near_end = near_bounds(encoding, ordered_times, lengths, starts, ends)
     in_order = ((order == torch.arange(length, device=mask.device)).all(1, keepdim=True) & (lengths == length)).long()
     plan = torch.cat((lengths, in_order, starts, ends, near_start, near_end), dim=1).tolist()
     budget = StepCacheBudget(config.dense_bias_max_bytes) if training else None
@@ -147,6 +135,24 @@ def time_split_bias(blocked: QueryBlockedBias, config: PosAttnConfig) -> TimeSpl
         sample_order = None if already_ordered else order[sample, :count]
         samples.append(SampleSplit(sample_order, ordered_times[sample, :count], blocks, budget))
     return TimeSplitBias(**vars(blocked), samples=samples)
+
+
+def near_bounds(encoding: nn.Module, ordered_times, lengths, starts, ends) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(B, blocks)` first and end index of each block's near keys in time order: the block itself for ALiBi; for a
+    relative bias also the keys that are not yet in a far end bucket for some query of the block."""
+    bounds = encoding.far_index_bounds()
+    if bounds is None:
+        return starts, ends
+    last_before, first_after = bounds
+    length = ordered_times.shape[1]
+    real = (torch.arange(length, device=ordered_times.device) < lengths).unsqueeze(1)
+    first = ordered_times.gather(1, starts).unsqueeze(2)
+    last = ordered_times.gather(1, (ends - 1).clamp(0, length - 1)).unsqueeze(2)
+    # the same float operations as the dense bias: a key is far from the whole block iff it is from the first (or
+    # last) query, since rounding is monotone
+    before = (encoding.table_index(ordered_times.unsqueeze(1) - first) <= last_before) & real
+    after = (encoding.table_index(ordered_times.unsqueeze(1) - last) >= first_after) & real
+    return torch.minimum(before.sum(-1), starts), torch.maximum(lengths - after.sum(-1), ends)
 
 
 def runs_time_split(query: torch.Tensor, dropout: float) -> bool:
@@ -235,9 +241,7 @@ class TimeSplitAttention(torch.autograd.Function):
                     if table_gradient:
                         far_parts.append((part, part_logsumexp))
                 parts.append((part, part_logsumexp))
-            merged = torch.logsumexp(torch.stack([part_logsumexp for _, part_logsumexp in parts]), dim=0)
-            logsumexp[:, :, rows] = merged
-            output[:, :, rows] = sum(part * (part_logsumexp - merged).exp().unsqueeze(-1) for part, part_logsumexp in parts)
+            output[:, :, rows], logsumexp[:, :, rows] = merged(parts)
         ctx.save_for_backward(query, key, value, table, output, logsumexp)
         ctx.encoding, ctx.split, ctx.scale, ctx.far_parts = encoding, split, scale, far_parts
         return output
@@ -247,38 +251,50 @@ class TimeSplitAttention(torch.autograd.Function):
         query, key, value, table, output, logsumexp = ctx.saved_tensors
         if torch.is_grad_enabled():
             return differentiable_backward(ctx, grad_output)
-        encoding, split, scale = ctx.encoding, ctx.split, ctx.scale
+        encoding, split = ctx.encoding, ctx.split
         grad_query, grad_key, grad_value = (torch.zeros_like(tensor) for tensor in (query, key, value))
         grad_table = torch.zeros_like(table) if table is not None and ctx.needs_input_grad[3] else None
         far_parts = iter(ctx.far_parts)
         for block in split.blocks:
             rows = slice(block[0], block[1])
-            block_grad, block_output, block_logsumexp = grad_output[:, :, rows], output[:, :, rows], logsumexp[:, :, rows]
+            block_tensors = (grad_output[:, :, rows], output[:, :, rows], logsumexp[:, :, rows])
             for keys in key_ranges(encoding, split, block, table.detach() if table is not None else None):
                 operands = (query[:, :, rows], key[:, :, keys.keys], value[:, :, keys.keys])
-                if keys.side == "near" and grad_table is not None:
-                    count = keys.mask.shape[-1]
-                    block_rows = max(1, BIAS_GRADIENT_BLOCK_ELEMENTS // (query.shape[1] * count))
-                    *grads, grad_bias = biased_attention_backward(
-                        block_grad, *operands, keys.mask, block_output, block_logsumexp, scale, block_rows
-                    )
-                    encoding.pair_bias_backward(split.pair_key(encoding, block), grad_bias[0], grad_table)
-                else:
-                    part_logsumexp = block_logsumexp if keys.row is None else block_logsumexp - keys.row
-                    grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-                        block_grad, *operands, block_output, part_logsumexp, 0.0, False, attn_mask=keys.mask, scale=scale
-                    )
-                    if keys.row is not None and grad_table is not None:
-                        part, part_own_logsumexp = next(far_parts)
-                        encoding.side_terms_backward(
-                            row_gradient(block_grad, block_output, block_logsumexp, part, part_own_logsumexp)[0],
-                            keys.side == "before",
-                            grad_table,
-                        )
+                far_part = next(far_parts) if keys.row is not None and grad_table is not None else None
+                grads = key_range_backward(ctx, block, keys, operands, *block_tensors, grad_table, far_part)
                 grad_query[:, :, rows] += grads[0]
                 grad_key[:, :, keys.keys] += grads[1]
                 grad_value[:, :, keys.keys] += grads[2]
         return grad_query, grad_key, grad_value, grad_table, None, None, None
+
+
+def merged(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The output and log-sum-exp of one softmax over all key ranges, from each range's own `(output, logsumexp)`."""
+    logsumexp = torch.logsumexp(torch.stack([part_logsumexp for _, part_logsumexp in parts]), dim=0)
+    output = sum(part * (part_logsumexp - logsumexp).exp().unsqueeze(-1) for part, part_logsumexp in parts)
+    return output, logsumexp
+
+
+def key_range_backward(ctx, block, keys: KeyRange, operands, grad_output, output, logsumexp, grad_table, far_part):
+    """`(dq, dk, dv)` of one key range's part of a block's softmax (from the merged `output` and `logsumexp`); adds the
+    range's bias gradient into `grad_table` when there is one: the near bias's through the encoding, a far constant's
+    from the range's own output and log-sum-exp (`far_part`)."""
+    encoding, split, scale = ctx.encoding, ctx.split, ctx.scale
+    if keys.side == "near" and grad_table is not None:
+        block_rows = max(1, BIAS_GRADIENT_BLOCK_ELEMENTS // (output.shape[1] * keys.mask.shape[-1]))
+        *grads, grad_bias = biased_attention_backward(
+            grad_output, *operands, keys.mask, output, logsumexp, scale, block_rows
+        )
+        encoding.pair_bias_backward(split.pair_key(encoding, block), grad_bias[0], grad_table)
+        return grads
+    part_logsumexp = logsumexp if keys.row is None else logsumexp - keys.row
+    grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+        grad_output, *operands, output, part_logsumexp, 0.0, False, attn_mask=keys.mask, scale=scale
+    )
+    if far_part is not None:
+        row_grad = row_gradient(grad_output, output, logsumexp, *far_part)[0]
+        encoding.side_terms_backward(row_grad, keys.side == "before", grad_table)
+    return grads
 
 
 def row_gradient(grad_output, output, logsumexp, part, part_logsumexp) -> torch.Tensor:
@@ -302,9 +318,8 @@ def differentiable_backward(ctx, grad_output):
             biases.append(bias if keys.row is None else bias + keys.row.unsqueeze(-1))
         bias = torch.cat([bias.expand(1, query.shape[1], rows.stop - rows.start, -1) for bias in biases], dim=-1)
         with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
-            outputs.append(
-                nn.functional.scaled_dot_product_attention(query[:, :, rows], key, value, attn_mask=bias, scale=ctx.scale)
-            )
+            attention = nn.functional.scaled_dot_product_attention
+            outputs.append(attention(query[:, :, rows], key, value, attn_mask=bias, scale=ctx.scale))
     needed = ctx.needs_input_grad[:4]
     wanted = [tensor for tensor, need in zip((query, key, value, table), needed) if need]
     grads = iter(torch.autograd.grad(torch.cat(outputs, dim=2), wanted, grad_output, create_graph=True))

@@ -90,7 +90,8 @@ def write(results: dict, output: Path) -> None:
     stem = output / ("time_split_inference" if results["inference"] else "time_split")
     stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     step = "inference" if results["inference"] else "training step"
-    lines = [f"Machine: {results['machine']}. {step.capitalize()} time / `none`'s, {results['rounds']} interleaved rounds, "
+    rounds = results["rounds"]
+    lines = [f"Machine: {results['machine']}. {step.capitalize()} time / `none`'s, {rounds} interleaved rounds, "
              "median [min-max]; the dense bias is `time_split_min_length=None`, `split R` time-split attention with R "
              "queries per block. Command: `python scripts/benchmark_time_split.py" + results["arguments"] + "`.", "",
              "| encoding | samples x tokens | variant | s per step | / none |", "|---|---|---|---:|---:|"]

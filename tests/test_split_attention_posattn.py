@@ -38,7 +38,8 @@ def dense_and_split(name: str, split_from: int = 1, **overrides):
     """Two models with the same weights (a random bias table, so that every bucket differs), one on the dense bias, one
     time-split from `split_from` tokens on."""
     settings = dict(dict(relative_position_encoding=name, attn_implementation="sdpa", **SETTINGS[name]), **overrides)
-    dense, split = build_model(**settings, time_split_min_length=None), build_model(**settings, time_split_min_length=split_from)
+    dense = build_model(**settings, time_split_min_length=None)
+    split = build_model(**settings, time_split_min_length=split_from)
     if name == "relative_bias":
         with torch.no_grad():
             dense.relative_position_encoding.relative_attention_bias.weight.normal_()
@@ -169,7 +170,7 @@ def test_time_split_keeps_per_pair_data_within_the_dense_bias_budget(monkeypatch
     split_blocks(monkeypatch, rows=7)
     plans = []
     original = split_attention_posattn.time_split_bias
-    monkeypatch.setattr(split_attention_posattn, "time_split_bias", lambda *args: plans.append(original(*args)) or plans[-1])
+    monkeypatch.setattr(split_attention_posattn, "time_split_bias", lambda *a: plans.append(original(*a)) or plans[-1])
     inputs = batch_of(random_samples())
 
     def kept_bytes(plan):
