@@ -101,7 +101,10 @@ def outputs_and_gradients(model, inputs):
     gradients are of order one, where a mean of squares makes them 1e-6 and any tolerance passes them)."""
     mask = inputs["attention_mask"].bool()
     model.train()
-    hidden = model(**inputs).last_hidden_state[mask]
+    hidden = model(**inputs).last_hidden_state
+    if hidden.shape[1] == mask.shape[1] + 1:  # `pooling="cls"`: its token comes first
+        mask = torch.nn.functional.pad(mask, (1, 0), value=True)
+    hidden = hidden[mask]
     (hidden * torch.randn(hidden.shape, generator=torch.Generator().manual_seed(0))).sum().backward()
     return hidden, {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
 

@@ -4,6 +4,7 @@ L x L tensor; selected only where it runs. Behaviour only: its speed is measured
 
 import collections
 
+import numpy as np
 import pytest
 import torch
 from conftest import assert_same_results, batch_of, build_model, outputs_and_gradients, random_samples
@@ -62,6 +63,34 @@ def test_time_split_matches_the_dense_bias(name, rows, monkeypatch):
     assert_same_results(dense_results, split_results)
     if name == "relative_bias":
         assert "relative_position_encoding.relative_attention_bias.weight" in split_results[1]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_time_split_matches_the_dense_bias_on_random_layouts(seed, monkeypatch):
+    """Random batches (samples of 1 to 90 tokens), clocks (offset, coarse ties, shuffled timestamps), bucket settings,
+    block sizes, pooling and gradient checkpointing: the same outputs and gradients as the dense bias."""
+    rng = np.random.default_rng(seed)
+    name = ["alibi", "relative_bias"][seed % 2]
+    split_blocks(monkeypatch, rows=int(rng.choice([1, 2, 3, 7, 16])))
+    buckets = int(rng.choice([4, 8, 32]))
+    overrides = dict(pooling=str(rng.choice(["mean", "cls"])), time_units_per_second=float(rng.choice([1.0, 10.0, 25.0])),
+                     relative_attention_num_buckets=buckets, relative_attention_max_distance=buckets // 4 + int(rng.integers(1, 40)))
+    dense, split = dense_and_split(name, **overrides)
+    if seed % 3 == 0:
+        dense.activation_checkpointing_enable(), split.activation_checkpointing_enable()
+    lengths = [tuple(int(rng.integers(0, 30)) for _ in range(3)) for _ in range(3)]
+    lengths = [length if sum(length) else (1, 0, 0) for length in lengths]
+    inputs = batch_of(random_samples(seed, lengths))
+    shape = inputs["attention_mask"].shape
+    clock = rng.choice(["default", "offset", "ties", "shuffled"])
+    if clock != "default":
+        times = torch.as_tensor(rng.uniform(0, 3, size=shape), dtype=torch.float64)
+        if clock == "offset":
+            times = times + 1e5
+        elif clock == "ties":
+            times = (times * 3).round() / 3
+        inputs["timestamps"] = times
+    assert_same_results(outputs_and_gradients(dense, inputs), outputs_and_gradients(split, inputs))
 
 
 @pytest.mark.parametrize("name", ["alibi", "relative_bias"])
