@@ -385,7 +385,7 @@ class PosAttnModel(PosAttnPreTrainedModel):
         else:
             # time-split from `time_split_min_length` tokens (CPU sdpa), else dense (B, heads, L, L) while it is small
             # and blocks of query rows past `dense_bias_max_bytes`: memory linear in L, so no size check is needed here
-            dropout = self.config.attention_dropout if self.training else 0.0
+            dropout = self.layers[0].self_attn.attention_dropout if self.training else 0.0  # what the layers will use
             mask = score_bias_for(encoding, positions, hidden_states.dtype, self.config, dropout)
             if isinstance(mask, QueryBlockedBias):
                 mask, attention_bias = None, mask
