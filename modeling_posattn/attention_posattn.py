@@ -42,8 +42,9 @@ class SdpaWithBiasGradient(torch.autograd.Function):
     log-sum-exp, and the backward is FlashAttention-2's (Dao, 2023) over blocks of `block_rows` query rows, which
     yields the bias gradient on the way: $P = \exp(q k^T s + b - \mathrm{lse})$, $dV = P^T dO$,
     $dS = P \odot (dO\,V^T - \mathrm{rowsum}(dO \odot O))$, $db = dS$, $dQ = dS\,K s$, $dK = dS^T Q s$.
-    Exact against the math path (tests/test_speed.py). Under `create_graph=True` the backward differentiates the math
-    path instead, so its gradients can be differentiated again (a gradient penalty).
+    Exact against the math path (tests/test_speed.py). q, k and v may be in half precision (autocast), the bias in
+    float32: the flash kernel takes them so, and the backward runs in float32. Under `create_graph=True` the backward
+    differentiates the math path instead, so its gradients can be differentiated again (a gradient penalty).
     """
 
     @staticmethod
@@ -68,8 +69,10 @@ class SdpaWithBiasGradient(torch.autograd.Function):
             wanted = [tensor for tensor, need in zip((query, key, value, bias), needed) if need]
             grads = iter(torch.autograd.grad(recomputed, wanted, grad_output, create_graph=True))
             return (*(next(grads) if need else None for need in needed), None, None)
-        grads = biased_attention_backward(grad_output, query, key, value, bias, output, logsumexp, scale, ctx.block_rows)
-        return (*grads, None, None)
+        # in float32 whatever q, k and v hold (bfloat16 under autocast): dS is summed into the bias gradient
+        inputs = (grad_output, query, key, value, bias, output)
+        grads = biased_attention_backward(*(tensor.float() for tensor in inputs), logsumexp, scale, ctx.block_rows)
+        return (*(grad.to(tensor.dtype) for grad, tensor in zip(grads, (query, key, value, bias))), None, None)
 
 
 def biased_attention_backward(grad_output, query, key, value, bias, output, logsumexp, scale: float, block_rows: int):
@@ -140,13 +143,15 @@ def sdpa_attention_forward(
     dropout: float = 0.0,
     **kwargs,
 ):
-    """transformers' sdpa, except for a float32 bias that needs a gradient on CPU: then `SdpaWithBiasGradient`."""
+    """transformers' sdpa, except for a float32 bias that needs a gradient on CPU: then `SdpaWithBiasGradient`, with q, k
+    and v in float32 or, under autocast, in half precision (SDPA would take its math path, 2-3x slower than float32)."""
     trainable_bias = (
         attention_mask is not None
         and attention_mask.requires_grad
         and attention_mask.shape == (*query.shape[:3], key.shape[2])
         and query.device.type == "cpu"
-        and query.dtype == attention_mask.dtype == torch.float32
+        and attention_mask.dtype == torch.float32
+        and query.dtype in (torch.float32, torch.bfloat16, torch.float16)
         and dropout == 0.0
         and not torch.compiler.is_compiling()
     )

@@ -84,9 +84,15 @@ class PosAttnEmbeddings(nn.Module):
         rows = rows(content, positions) if rows is not None else None
         if rows is not None and rows[0].shape[0] < positions.mask.numel():
             table, index = rows
-            return nn.functional.embedding(index, self.encoding_norm(table) if self.encoding_norm is not None else table)
-        encoding = self.position_encoding(content, positions)
-        return self.encoding_norm(encoding) if self.encoding_norm is not None else encoding
+            return nn.functional.embedding(index, self.normalise_encoding(table))
+        return self.normalise_encoding(self.position_encoding(content, positions))
+
+    def normalise_encoding(self, encoding: torch.Tensor) -> torch.Tensor:
+        """RMS-normalised when `unit_scale`, in the norm's own dtype: under autocast the encoding comes in bfloat16 and
+        the weight stays float32, which torch's fused RMSNorm refuses (it warns and takes a slower path)."""
+        if self.encoding_norm is None:
+            return encoding
+        return self.encoding_norm(encoding.to(self.encoding_norm.weight.dtype)).to(encoding.dtype)
 
     def normalise_per_modality(self, content: torch.Tensor, modality_ids: torch.Tensor) -> torch.Tensor:
         """$\gamma_m \odot \mathrm{LN}(c) + \beta_m + e_m$ with the modality embedding $e_m$ folded into the shift:

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import ABSOLUTE, RELATIVE, batch_of, build_model, random_samples, tiny_config
+from conftest import ABSOLUTE, MODALITIES, RELATIVE, batch_of, build_model, random_samples, tiny_config
 
 from modeling_posattn import PosAttnModel
 from modeling_posattn.positional_encodings import (
@@ -250,3 +250,22 @@ def test_flex_training_on_cpu_gets_a_clear_error():
     model.train()
     with pytest.raises(ValueError, match="no FlexAttention backward on CPU"):
         model(**batch_of(random_samples(lengths=((5, 2, 0),))))
+
+
+@pytest.mark.parametrize("absolute", [name for name in ABSOLUTE if name != "none"])
+def test_the_encoding_norm_runs_in_its_own_dtype_under_autocast(absolute):
+    """Under bfloat16 autocast an encoding comes in bfloat16 while the RMSNorm weight stays float32: the norm gets its
+    input in float32 (torch's fused kernel refuses mixed dtypes, warns and takes a slower path) and the model's output
+    is what the float32 model gives, to bfloat16's precision."""
+    # one feature modality: with more, the per-modality affine (float32 tables) turns the content to float32
+    features = {"audio": MODALITIES["audio"]}
+    model = build_model(absolute_position_encoding=absolute, max_position_embeddings=128, modalities=features)
+    norm = model.embeddings.encoding_norm
+    seen = []
+    norm.register_forward_pre_hook(lambda module, args: seen.append(args[0].dtype))
+    inputs = batch_of(random_samples(lengths=((40, 0, 0), (17, 0, 0))), modalities=features)
+    expected = model(**inputs).last_hidden_state
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        hidden = model(**inputs).last_hidden_state
+    assert seen == [torch.float32, torch.float32]
+    torch.testing.assert_close(hidden.float(), expected, atol=0.1, rtol=0.05)

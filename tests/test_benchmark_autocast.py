@@ -1,0 +1,38 @@
+"""scripts/benchmark_autocast.py: the "as before" case runs SDPA's math path and the others the bias-gradient path,
+the float32 patch is undone, and the table is written."""
+
+import collections
+
+import torch
+from conftest import ROOT, load_script
+
+from modeling_posattn import attention_posattn
+
+
+def test_cases_run_their_paths_and_the_table_is_written(tmp_path, monkeypatch):
+    module = load_script(ROOT / "scripts" / "benchmark_autocast.py")
+    calls = collections.Counter()
+    original = attention_posattn.SdpaWithBiasGradient.apply
+
+    def counted(query, *args):
+        calls[query.dtype] += 1
+        return original(query, *args)
+
+    monkeypatch.setattr(attention_posattn.SdpaWithBiasGradient, "apply", counted)
+    modalities = {"audio": {"input_dim": 4, "sampling_rate": 100.0}, "video": {"input_dim": 6, "sampling_rate": 25.0}}
+    settings = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    steps = module.cases(40, 2, modalities, settings)
+    assert list(steps) == [f"{name}, {precision}" for name in module.ENCODINGS for precision in ("float32", "bfloat16")] + [module.BEFORE]
+    steps["relative_bias, bfloat16"]()
+    assert calls == {torch.bfloat16: 1}
+    steps[module.BEFORE]()
+    assert calls == {torch.bfloat16: 1}  # the math path this time
+    steps["relative_bias, float32"]()
+    assert calls == {torch.bfloat16: 1, torch.float32: 1}
+    assert attention_posattn.sdpa_attention_forward.__name__ == "sdpa_attention_forward"  # restored
+
+    summary = module.interleaved(steps, rounds=1)
+    assert summary["none, bfloat16"]["vs_none"]["median"] == 1.0
+    assert summary["alibi, float32"]["vs_float32"]["median"] == 1.0
+    module.write({"machine": "test CPU", "case": "2x40", "rounds": 1, "arguments": " --rounds 1", "cases": summary}, tmp_path)
+    assert f"| {module.BEFORE} |" in (tmp_path / "autocast.md").read_text()
