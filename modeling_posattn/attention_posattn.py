@@ -43,7 +43,7 @@ class SdpaWithBiasGradient(torch.autograd.Function):
     yields the bias gradient on the way: $P = \exp(q k^T s + b - \mathrm{lse})$, $dV = P^T dO$,
     $dS = P \odot (dO\,V^T - \mathrm{rowsum}(dO \odot O))$, $db = dS$, $dQ = dS\,K s$, $dK = dS^T Q s$.
     Exact against the math path (tests/test_speed.py). q, k and v may be in half precision (autocast), the bias in
-    float32: the flash kernel takes them so, and the backward runs in float32. Under `create_graph=True` the backward
+    float32 or in their dtype: the flash kernel takes them so, and the backward runs in float32. Under `create_graph=True` the backward
     differentiates the math path instead, so its gradients can be differentiated again (a gradient penalty).
     """
 
@@ -143,15 +143,16 @@ def sdpa_attention_forward(
     dropout: float = 0.0,
     **kwargs,
 ):
-    """transformers' sdpa, except for a float32 bias that needs a gradient on CPU: then `SdpaWithBiasGradient`, with q, k
-    and v in float32 or, under autocast, in half precision (SDPA would take its math path, 2-3x slower than float32)."""
+    """transformers' sdpa, except for a bias that needs a gradient on CPU: then `SdpaWithBiasGradient`, with q, k and v
+    in float32 or in half precision (autocast, or a half-precision model) and the bias in float32 or their dtype (SDPA
+    would take its math path, 2-3x slower than float32)."""
     trainable_bias = (
         attention_mask is not None
         and attention_mask.requires_grad
         and attention_mask.shape == (*query.shape[:3], key.shape[2])
         and query.device.type == "cpu"
-        and attention_mask.dtype == torch.float32
         and query.dtype in (torch.float32, torch.bfloat16, torch.float16)
+        and attention_mask.dtype in (torch.float32, query.dtype)
         and dropout == 0.0
         and not torch.compiler.is_compiling()
     )

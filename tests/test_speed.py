@@ -145,8 +145,9 @@ def test_sdpa_with_bias_gradient_matches_the_math_path(block_rows, per_slice, mo
         torch.testing.assert_close(grad, expected_grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
+@pytest.mark.parametrize("bias_dtype", ["float32", "half"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_sdpa_with_bias_gradient_takes_half_precision_queries(dtype):
+def test_sdpa_with_bias_gradient_takes_half_precision_queries(dtype, bias_dtype):
     """Under autocast q, k and v come in half precision and the bias in float32: the flash forward takes them so, the
     backward runs in float32, and every result is as close to float64 on the same inputs as half precision allows (the
     bias gradient as FlashAttention-2's own precision with a half-precision output: 1e-3, not SDPA's math path's 1e-7)."""
@@ -154,13 +155,13 @@ def test_sdpa_with_bias_gradient_takes_half_precision_queries(dtype):
 
     torch.manual_seed(0)
     query, key, value = (torch.randn(2, 3, 40, 8).to(dtype).requires_grad_() for _ in range(3))
-    bias = torch.randn(2, 3, 40, 40)
-    bias[1, :, :, 33:] = torch.finfo(torch.float32).min
+    bias = torch.randn(2, 3, 40, 40).to(torch.float32 if bias_dtype == "float32" else dtype)
+    bias[1, :, :, 33:] = torch.finfo(bias.dtype).min
     bias.requires_grad_()
     gradient = torch.randn(2, 3, 40, 8).to(dtype)
     output = SdpaWithBiasGradient.apply(query, key, value, bias, 0.3, 7)
     grads = torch.autograd.grad(output, (query, key, value, bias), gradient)
-    assert output.dtype == dtype and [grad.dtype for grad in grads] == [dtype, dtype, dtype, torch.float32]
+    assert output.dtype == dtype and [grad.dtype for grad in grads] == [dtype, dtype, dtype, bias.dtype]
 
     exact = [tensor.detach().double().requires_grad_() for tensor in (query, key, value, bias)]
     exact[3].data[1, :, :, 33:] = torch.finfo(torch.float64).min
@@ -172,19 +173,26 @@ def test_sdpa_with_bias_gradient_takes_half_precision_queries(dtype):
         assert error < 1e-2, (name, error.item())
 
 
-def test_relative_bias_under_autocast_trains_through_the_bias_gradient_path(monkeypatch):
-    """bfloat16 autocast on CPU (q and k in bfloat16, the bias in float32) keeps `SdpaWithBiasGradient`: SDPA's math
-    path, which it took before, costs 2x the whole training step (benchmark_speed.py's autocast rows)."""
+@pytest.mark.parametrize("modalities", ["three", "one"])
+def test_relative_bias_under_autocast_trains_through_the_bias_gradient_path(modalities, monkeypatch):
+    """bfloat16 autocast on CPU keeps `SdpaWithBiasGradient` (q and k in bfloat16; the bias in float32 with three
+    modalities, in bfloat16 with one, whose content stays bfloat16): SDPA's math path, which it took before, costs 2x
+    the whole training step (scripts/benchmark_autocast.py)."""
+    from conftest import MODALITIES
+
     from modeling_posattn import attention_posattn
 
     calls = []
     original = attention_posattn.SdpaWithBiasGradient.apply
-    monkeypatch.setattr(attention_posattn.SdpaWithBiasGradient, "apply", lambda *args: calls.append(1) or original(*args))
-    model = build_model(relative_position_encoding="relative_bias", attn_implementation="sdpa")
+    monkeypatch.setattr(attention_posattn.SdpaWithBiasGradient, "apply", lambda *args: calls.append(args[3].dtype) or original(*args))
+    chosen = MODALITIES if modalities == "three" else {"audio": MODALITIES["audio"]}
+    model = build_model(relative_position_encoding="relative_bias", attn_implementation="sdpa", modalities=chosen)
+    samples = random_samples() if modalities == "three" else random_samples(lengths=((40, 0, 0), (17, 0, 0)))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        hidden = model(**batch_of(random_samples())).last_hidden_state
+        hidden = model(**batch_of(samples, modalities=chosen)).last_hidden_state
     hidden.float().square().mean().backward()
-    assert len(calls) == model.config.num_hidden_layers
+    bias_dtype = torch.float32 if modalities == "three" else torch.bfloat16
+    assert calls == [bias_dtype] * model.config.num_hidden_layers
     assert model.relative_position_encoding.relative_attention_bias.weight.grad.isfinite().all()
 
 
