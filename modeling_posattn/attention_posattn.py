@@ -71,14 +71,19 @@ class SdpaWithBiasGradient(torch.autograd.Function):
             return (*(next(grads) if need else None for need in needed), None, None)
         # in float32 whatever q, k and v hold (bfloat16 under autocast): dS is summed into the bias gradient
         inputs = (grad_output, query, key, value, bias, output)
-        grads = biased_attention_backward(*(tensor.float() for tensor in inputs), logsumexp, scale, ctx.block_rows)
+        grads = biased_attention_backward(*(tensor.float() for tensor in inputs), logsumexp, scale, ctx.block_rows,
+                                          recentre=output.dtype != torch.float32)
         return (*(grad.to(tensor.dtype) for grad, tensor in zip(grads, (query, key, value, bias))), None, None)
 
 
-def biased_attention_backward(grad_output, query, key, value, bias, output, logsumexp, scale: float, block_rows: int):
+def biased_attention_backward(
+    grad_output, query, key, value, bias, output, logsumexp, scale: float, block_rows: int, recentre: bool = False
+):
     """`(dq, dk, dv, db)` of `softmax(q k^T s + b) v` from the forward's `output` and `logsumexp` (see
     `SdpaWithBiasGradient`). `output` and `logsumexp` may be those of a larger softmax over more keys than `key`
-    holds (time-split attention): the gradients are then those of this part of it."""
+    holds (time-split attention): the gradients are then those of this part of it. `recentre` (the keys are the whole
+    softmax, and `output` was rounded to half precision): each row of dS, whose exact sum is 0, has `P` times its
+    computed sum taken off, which is the error a `delta` from the rounded output makes."""
     delta = (grad_output * output).sum(-1, keepdim=True)
     batch, heads, length, keys = bias.shape
     # `q k^T s - lse` and `dO V^T - delta` each come out of one matmul, the row's offset riding along as one more
@@ -109,6 +114,8 @@ def biased_attention_backward(grad_output, query, key, value, bias, output, logs
             for sample, head in itertools.product(range(batch), range(heads)):  # each one's rows are contiguous
                 torch.mm(grad_offset[sample, head, rows], value_ones_t[sample, head], out=grad_scores[sample, head])
             grad_scores.mul_(probabilities)
+        if recentre:
+            grad_scores.addcmul_(probabilities, grad_scores.sum(-1, keepdim=True), value=-1.0)
         grad_query[:, :, rows] = torch.matmul(grad_scores, key_rows).mul_(scale)
         grad_key.add_(torch.matmul(grad_scores.transpose(-1, -2), scaled_query[:, :, rows]))
     return grad_query, grad_key, grad_value, grad_bias

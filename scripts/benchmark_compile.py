@@ -1,10 +1,12 @@
 #!/usr/bin/env python
 """torch.compile speed-up on CPU (issue 13, item 3): eager against `torch.compile(model, fullgraph=True)` (inductor),
 interleaved in one process, median and min-max of the per-round ratio; the small preset (as `benchmark_speed.py`),
-8 samples x 512 tokens, a training step (forward + backward) and inference. Compile time is the first call's. Denormals
-are flushed as `posattn-train` runs. Also the ceiling: the compiled step's time in the kernels inductor calls as they
-are (flash attention, GEMMs; torch.profiler) bounds what compiling can gain. Writes `compile.md` and `compile.json` to
-`--output`. Run from the repository root (inductor builds C++: the first call takes minutes on a loaded machine):
+8 samples x 512 tokens, a training step (forward + backward), inference, and inference compiled with inductor's
+`freezing` (`options={"freezing": True}`: the weights become constants of the graph). Compile time is the first
+call's. Denormals are flushed as `posattn-train` runs. Also the ceiling: the compiled step's time in the kernels
+inductor calls as they are (flash attention, GEMMs; torch.profiler) bounds what compiling can gain. Writes
+`compile.md` and `compile.json` to `--output`. Run from the repository root (inductor builds C++: the first call
+takes minutes on a loaded machine):
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 TORCHINDUCTOR_COMPILE_THREADS=1 python scripts/benchmark_compile.py --output docs/results/speed/intel_xeon
 """
 
@@ -36,6 +38,8 @@ EXTERN_KERNELS = {
     "aten::mm",
     "aten::addmm",
     "aten::bmm",
+    "mkldnn::_linear_pointwise",  # the GEMMs of a frozen graph, where oneDNN takes them
+    "mkl::_mkl_linear",
 }
 
 
@@ -58,8 +62,11 @@ def main():
         modalities, settings = ENCODINGS[name]
         model, inputs = posattn_case(modalities, 512, 8, **small, **settings)
         compiled = torch.compile(model, fullgraph=True)
-        for mode in ("train", "inference"):
-            cases = {"eager": step_fn(model, inputs, mode == "train"), "compiled": step_fn(compiled, inputs, mode == "train")}
+        # inductor's freezing: the weights become constants of the graph (inference only, the weights must not change)
+        frozen = torch.compile(model, fullgraph=True, options={"freezing": True})
+        for mode, compiled_model in (("train", compiled), ("inference", compiled), ("inference, frozen", frozen)):
+            train = mode == "train"
+            cases = {"eager": step_fn(model, inputs, train), "compiled": step_fn(compiled_model, inputs, train)}
             start = time.perf_counter()
             cases["compiled"]()
             first_call = time.perf_counter() - start
