@@ -148,18 +148,21 @@ def resolve_token_positions(
 
 
 def feature_peaks(input_values: torch.Tensor, width: torch.Tensor, specs: list[dict]) -> torch.Tensor:
-    """`(B, L)`: each token's largest feature magnitude over its modality's columns; NaN where one is NaN (`amax`
-    propagates it, and `NaN <= bound` is False, so one comparison refuses NaN, Inf and huge values alike). Two passes
-    over `(B, L, F)`, where `isfinite | abs > bound` took six and a boolean `any`. Columns past a narrower modality's
-    width are padding, masked only when some feature modality is narrower than `input_values`."""
-    if input_values.shape[-1] == 0:
-        return input_values.new_zeros(input_values.shape[:2])
-    magnitudes = input_values.abs()
-    widths = {token_feature_dim(spec) for spec in specs if spec.get("input_dim") is not None}
-    if widths != {input_values.shape[-1]}:
-        unused = torch.arange(input_values.shape[-1], device=input_values.device) >= width.unsqueeze(-1)
-        magnitudes = magnitudes.masked_fill(unused, 0)
-    return magnitudes.amax(dim=-1)
+    """`(B, L)`: each token's largest feature magnitude over its modality's columns, `max(amax, -amin)`; NaN where one
+    is NaN (both reductions propagate it, and `NaN <= bound` is False, so one comparison refuses NaN, Inf and huge values
+    alike). Two reductions per distinct modality width over its own columns (a view), each token taking its width's:
+    no `(B, L, F)` temporary, where `abs` then `amax` wrote one (and masked columns past a narrower modality's width in
+    another)."""
+    widths = sorted({token_feature_dim(spec) for spec in specs if spec.get("input_dim") is not None})
+    peaks = input_values.new_zeros(input_values.shape[:2])
+    for columns in widths:
+        own = input_values[..., :columns]
+        high, low = own.amax(dim=-1), own.amin(dim=-1)
+        if not high.is_floating_point():  # integer features: negating the type's minimum would overflow
+            high, low = high.double(), low.double()
+        peak = torch.maximum(high, low.neg_())
+        peaks = peak if len(widths) == 1 else torch.where(width == columns, peak, peaks)
+    return peaks
 
 
 def values_checks_skipped() -> bool:

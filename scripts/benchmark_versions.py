@@ -37,6 +37,7 @@ BIAS = dict(absolute_position_encoding="none")
 # 1 - k / (2B) of the tokens, so the batch is padded
 CASES = {
     "sinusoidal@8x512": (ONE_MODALITY, 512, 8, SMALL, True),
+    "sinusoidal@8x512 inference": (ONE_MODALITY, 512, 8, SMALL, False),
     "rope@8x512": (ONE_MODALITY, 512, 8, dict(SMALL, absolute_position_encoding="none", relative_position_encoding="rope"), True),
     "rich@8x512": (TWO_MODALITIES, 512, 8, dict(SMALL, **RICH), True),
     "rich@8x512 inference": (TWO_MODALITIES, 512, 8, dict(SMALL, **RICH), False),

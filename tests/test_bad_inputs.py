@@ -121,6 +121,8 @@ BAD_INPUTS = [
     ("position_ids past the learned table", lambda _: forward(overrides={"absolute_position_encoding": "learned", "max_position_embeddings": 4}), ValueError, "Modality 'audio'.*exceed the `learned` position table"),
     ("features of 1e30", lambda _: forward(input_values=batch()["input_values"].index_fill(2, torch.tensor([1]), 1e30)), ValueError, "Modality 'audio'.*magnitudes above"),
     ("features NaN", lambda _: forward(input_values=batch()["input_values"].index_fill(2, torch.tensor([1]), math.nan)), ValueError, "Modality 'audio'.*NaN or Inf"),
+    ("integer features at int64's minimum", lambda _: forward(input_values=batch()["input_values"].long().index_fill(2, torch.tensor([1]), torch.iinfo(torch.int64).min)), ValueError, "Modality 'audio'.*magnitudes above"),
+    ("features of -1e30", lambda _: forward(input_values=batch()["input_values"].index_fill(2, torch.tensor([1]), -1e30)), ValueError, "Modality 'audio'.*magnitudes above"),
     ("batch size 0", lambda _: forward({k: v[:0] for k, v in batch().items()}), ValueError, "Empty batch"),
     ("modality id out of range", lambda _: forward(modality_ids=batch()["modality_ids"] + 5), ValueError, "`modality_ids` holds 5"),
     ("sample without tokens", lambda _: forward(attention_mask=batch()["attention_mask"] * torch.tensor([[1], [0]])), ValueError, r"Sample\(s\) \[1\] have no tokens"),
