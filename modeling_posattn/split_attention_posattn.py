@@ -28,16 +28,15 @@ from .configuration_posattn import PosAttnConfig
 
 
 def score_bias_for(encoding: nn.Module, positions, dtype: torch.dtype, config: PosAttnConfig, dropout: float):
-    """The bias of a score-bias encoding under eager / sdpa: time-split for long sequences under CPU sdpa in float32
-    without attention dropout (the flash kernel's CPU entry points), else dense or over blocks of query rows
-    (`attention_bias_for`)."""
+    """The bias of a score-bias encoding under eager / sdpa: time-split for long sequences under CPU sdpa without
+    attention dropout (the flash kernel's CPU entry points; float32, or half precision under autocast or in a
+    half-precision model), else dense or over blocks of query rows (`attention_bias_for`)."""
     tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting()
     if (
         not tracing  # first: a traced length compared with the threshold would become a guard on it
         and config._attn_implementation == "sdpa"
         and positions.mask.device.type == "cpu"
-        and dtype == torch.float32
-        and not torch.is_autocast_enabled("cpu")  # q and k would be bfloat16
+        and dtype in SPLIT_DTYPES
         and dropout == 0.0
         and config.time_split_min_length is not None
         and positions.mask.shape[1] >= config.time_split_min_length
@@ -155,10 +154,15 @@ def near_bounds(encoding: nn.Module, ordered_times, lengths, starts, ends) -> tu
     return torch.minimum(before.sum(-1), starts), torch.maximum(lengths - after.sum(-1), ends)
 
 
+# q, k and v the flash kernel's CPU entry points take with a float32 bias; the softmax is merged and differentiated in
+# float32 whatever they are
+SPLIT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
 def runs_time_split(query: torch.Tensor, dropout: float) -> bool:
-    """The flash kernel's CPU entry points, in float32 (the bias and its gradient), eager execution only."""
+    """The flash kernel's CPU entry points, eager execution only."""
     tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting()
-    return query.device.type == "cpu" and query.dtype == torch.float32 and dropout == 0.0 and not tracing
+    return query.device.type == "cpu" and query.dtype in SPLIT_DTYPES and dropout == 0.0 and not tracing
 
 
 def time_split_attention(
@@ -225,8 +229,9 @@ class TimeSplitAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, query, key, value, table, encoding, split: SampleSplit, scale: float):
-        output = query.new_empty(query.shape)
-        logsumexp = query.new_empty(query.shape[:3])
+        # merged in float32, also for half-precision q, k, v: the backward's `delta` then comes from the exact output
+        output = query.new_empty(query.shape, dtype=torch.float32)
+        logsumexp = query.new_empty(query.shape[:3], dtype=torch.float32)
         table_gradient = table is not None and table.requires_grad
         far_parts = []  # each far range's own output and log-sum-exp, for its row term's gradient
         for block in split.blocks:
@@ -244,7 +249,7 @@ class TimeSplitAttention(torch.autograd.Function):
             output[:, :, rows], logsumexp[:, :, rows] = merged(parts)
         ctx.save_for_backward(query, key, value, table, output, logsumexp)
         ctx.encoding, ctx.split, ctx.scale, ctx.far_parts = encoding, split, scale, far_parts
-        return output
+        return output.to(query.dtype)
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -252,12 +257,14 @@ class TimeSplitAttention(torch.autograd.Function):
         if torch.is_grad_enabled():
             return differentiable_backward(ctx, grad_output)
         encoding, split = ctx.encoding, ctx.split
-        grad_query, grad_key, grad_value = (torch.zeros_like(tensor) for tensor in (query, key, value))
+        # summed over key ranges in float32; the flash backward takes the output in the inputs' dtype
+        grad_query, grad_key, grad_value = (torch.zeros_like(tensor, dtype=torch.float32) for tensor in (query, key, value))
         grad_table = torch.zeros_like(table) if table is not None and ctx.needs_input_grad[3] else None
+        grad_output, kernel_output = grad_output.to(query.dtype), output.to(query.dtype)
         far_parts = iter(ctx.far_parts)
         for block in split.blocks:
             rows = slice(block[0], block[1])
-            block_tensors = (grad_output[:, :, rows], output[:, :, rows], logsumexp[:, :, rows])
+            block_tensors = (grad_output[:, :, rows], kernel_output[:, :, rows], output[:, :, rows], logsumexp[:, :, rows])
             for keys in key_ranges(encoding, split, block, table.detach() if table is not None else None):
                 operands = (query[:, :, rows], key[:, :, keys.keys], value[:, :, keys.keys])
                 far_part = next(far_parts) if keys.row is not None and grad_table is not None else None
@@ -265,7 +272,8 @@ class TimeSplitAttention(torch.autograd.Function):
                 grad_query[:, :, rows] += grads[0]
                 grad_key[:, :, keys.keys] += grads[1]
                 grad_value[:, :, keys.keys] += grads[2]
-        return grad_query, grad_key, grad_value, grad_table, None, None, None
+        grads = (grad.to(tensor.dtype) for grad, tensor in zip((grad_query, grad_key, grad_value), (query, key, value)))
+        return *grads, grad_table, None, None, None
 
 
 def merged(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -275,25 +283,29 @@ def merged(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor
     return output, logsumexp
 
 
-def key_range_backward(ctx, block, keys: KeyRange, operands, grad_output, output, logsumexp, grad_table, far_part):
-    """`(dq, dk, dv)` of one key range's part of a block's softmax (from the merged `output` and `logsumexp`); adds the
-    range's bias gradient into `grad_table` when there is one: the near bias's through the encoding, a far constant's
-    from the range's own output and log-sum-exp (`far_part`)."""
+def key_range_backward(
+    ctx, block, keys: KeyRange, operands, grad_output, kernel_output, output, logsumexp, grad_table, far_part
+):
+    """`(dq, dk, dv)` of one key range's part of a block's softmax (from the merged float32 `output`, `kernel_output`
+    in the inputs' dtype, and `logsumexp`); adds the range's bias gradient into `grad_table` when there is one: the
+    near bias's through the encoding (in float32), a far constant's from the range's own output and log-sum-exp
+    (`far_part`)."""
     encoding, split, scale = ctx.encoding, ctx.split, ctx.scale
     if keys.side == "near" and grad_table is not None:
         block_rows = max(1, BIAS_GRADIENT_BLOCK_ELEMENTS // (output.shape[1] * keys.mask.shape[-1]))
+        inputs = (grad_output, *operands, keys.mask)
         *grads, grad_bias = biased_attention_backward(
-            grad_output, *operands, keys.mask, output, logsumexp, scale, block_rows
+            *(tensor.float() for tensor in inputs), output, logsumexp, scale, block_rows
         )
-        encoding.pair_bias_backward(split.pair_key(encoding, block), grad_bias[0], grad_table)
+        encoding.pair_bias_backward(split.pair_key(encoding, block), grad_bias[0].to(grad_table.dtype), grad_table)
         return grads
     part_logsumexp = logsumexp if keys.row is None else logsumexp - keys.row
     grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-        grad_output, *operands, output, part_logsumexp, 0.0, False, attn_mask=keys.mask, scale=scale
+        grad_output, *operands, kernel_output, part_logsumexp, 0.0, False, attn_mask=keys.mask, scale=scale
     )
     if far_part is not None:
         row_grad = row_gradient(grad_output, output, logsumexp, *far_part)[0]
-        encoding.side_terms_backward(row_grad, keys.side == "before", grad_table)
+        encoding.side_terms_backward(row_grad.to(grad_table.dtype), keys.side == "before", grad_table)
     return grads
 
 

@@ -1,13 +1,15 @@
 #!/usr/bin/env python
 """Training under bfloat16 autocast on CPU against float32, interleaved in one process: for `none`, `alibi` and
 `relative_bias`, a training step (forward + backward) of benchmark_speed.py's wide model (two modalities at 100 Hz and
-25 Hz, hidden 128, 4 layers, 4 heads), 8 samples x 512 tokens; and `relative_bias` under autocast as it ran before its
-bias-gradient path took half-precision queries (SDPA's math path). Each round times every case once; ratios to
-`none` at the same precision and to the same encoding in float32, per round, median [min-max]. Denormals flushed, one
-thread. Where the CPU has no bfloat16 matrix units (AMX, AVX512-BF16), autocast is slower than float32 throughout.
+25 Hz, hidden 128, 4 layers, 4 heads), 8 samples x 512 tokens by default; and `relative_bias` under autocast as it ran
+before half-precision queries took its bias-gradient path and time-split attention (SDPA's math path, on the dense or
+query-blocked bias). Each round times every case once; ratios to `none` at the same precision and to the same encoding
+in float32, per round, median [min-max]. Denormals flushed, one thread. What autocast gains depends on the CPU's
+bfloat16 units (the Intel Xeon of docs/results/speed/intel_xeon has AMX-BF16).
 
     python scripts/benchmark_autocast.py --rounds 3
-    python scripts/benchmark_autocast.py --rounds 10 --output docs/results/speed/intel_xeon     # about 5 minutes
+    python scripts/benchmark_autocast.py --rounds 15 --output docs/results/speed/intel_xeon     # about 2 minutes
+    python scripts/benchmark_autocast.py --case 1x4096 --rounds 3 --output docs/results/speed/intel_xeon
 """
 
 import argparse
@@ -43,13 +45,19 @@ def training_step(model, inputs, bfloat16: bool):
 
 @contextlib.contextmanager
 def float32_only_bias_gradient_path():
-    """`sdpa_attention_forward` as it was: half-precision queries went to transformers' sdpa (its math path for a
-    bias that needs a gradient)."""
+    """Half-precision queries as they ran: `sdpa_attention_forward` sent them to transformers' sdpa (its math path for
+    a bias that needs a gradient), and time-split attention was float32-only."""
     import torch
 
-    from modeling_posattn import attention_posattn
+    from modeling_posattn import attention_posattn, bias_posattn
+    from modeling_posattn import modeling_posattn as modeling
 
-    original = attention_posattn.sdpa_attention_forward
+    original, score_bias_for = attention_posattn.sdpa_attention_forward, modeling.score_bias_for
+
+    def bias_as_before(encoding, positions, dtype, config, dropout):
+        if torch.is_autocast_enabled("cpu") or dtype != torch.float32:
+            return bias_posattn.attention_bias_for(encoding, positions, dtype, config)
+        return score_bias_for(encoding, positions, dtype, config, dropout)
 
     def as_before(module, query, key, value, attention_mask, *args, **kwargs):
         if query.dtype != torch.float32:
@@ -57,11 +65,11 @@ def float32_only_bias_gradient_path():
             return sdpa(module, query, key, value, attention_mask, *args, **kwargs)
         return original(module, query, key, value, attention_mask, *args, **kwargs)
 
-    attention_posattn.sdpa_attention_forward = as_before
+    attention_posattn.sdpa_attention_forward, modeling.score_bias_for = as_before, bias_as_before
     try:
         yield
     finally:
-        attention_posattn.sdpa_attention_forward = original
+        attention_posattn.sdpa_attention_forward, modeling.score_bias_for = original, score_bias_for
 
 
 def cases(length: int, samples: int, modalities=TWO_MODALITIES, settings=WIDE) -> dict:
@@ -105,8 +113,10 @@ def interleaved(steps: dict, rounds: int) -> dict:
 
 
 def write(results: dict, output: Path) -> None:
+    """`autocast.md/.json` for the default case (8x512), `autocast_<case>.md/.json` for another."""
     output.mkdir(parents=True, exist_ok=True)
-    (output / "autocast.json").write_text(json.dumps(results, indent=2) + "\n")
+    stem = "autocast" if results["case"] == "8x512" else f"autocast_{results['case']}"
+    (output / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [
         f"Machine: {results['machine']}. `python scripts/benchmark_autocast.py{results['arguments']}`. Training step "
         f"(forward + backward) of the wide model (hidden 128, 4 layers, 4 heads, two modalities), "
@@ -119,8 +129,8 @@ def write(results: dict, output: Path) -> None:
     for name, row in results["cases"].items():
         ratios = [f"{row[key]['median']:.2f}x [{row[key]['min']:.2f}-{row[key]['max']:.2f}]" for key in ("vs_none", "vs_float32")]
         lines.append(f"| {name} | {row['seconds_median']:.3f} | {ratios[0]} | {ratios[1]} |")
-    (output / "autocast.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {output / 'autocast.md'} and {output / 'autocast.json'}")
+    (output / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {output / stem}.md and .json")
 
 
 def main():

@@ -6,7 +6,7 @@ import collections
 import torch
 from conftest import ROOT, load_script
 
-from modeling_posattn import attention_posattn
+from modeling_posattn import attention_posattn, modeling_posattn, split_attention_posattn
 
 
 def test_cases_run_their_paths_and_the_table_is_written(tmp_path, monkeypatch):
@@ -30,9 +30,19 @@ def test_cases_run_their_paths_and_the_table_is_written(tmp_path, monkeypatch):
     steps["relative_bias, float32"]()
     assert calls == {torch.bfloat16: 1, torch.float32: 1}
     assert attention_posattn.sdpa_attention_forward.__name__ == "sdpa_attention_forward"  # restored
+    assert modeling_posattn.score_bias_for is split_attention_posattn.score_bias_for
+
+    planned = collections.Counter()
+    original_plan = split_attention_posattn.time_split_bias
+    monkeypatch.setattr(split_attention_posattn, "time_split_bias", lambda *a: planned.update(["split"]) or original_plan(*a))
+    long_steps = module.cases(40, 1, modalities, dict(settings, time_split_min_length=8))
+    long_steps["relative_bias, bfloat16"]()
+    assert planned == {"split": 1}  # time-split under autocast now
+    long_steps[module.BEFORE]()
+    assert planned == {"split": 1}  # not as before
 
     summary = module.interleaved(steps, rounds=1)
     assert summary["none, bfloat16"]["vs_none"]["median"] == 1.0
     assert summary["alibi, float32"]["vs_float32"]["median"] == 1.0
     module.write({"machine": "test CPU", "case": "2x40", "rounds": 1, "arguments": " --rounds 1", "cases": summary}, tmp_path)
-    assert f"| {module.BEFORE} |" in (tmp_path / "autocast.md").read_text()
+    assert f"| {module.BEFORE} |" in (tmp_path / "autocast_2x40.md").read_text()

@@ -170,10 +170,41 @@ def test_time_split_gradient_penalty_matches_the_dense_bias(monkeypatch):
         torch.testing.assert_close(results[1][parameter], gradient, atol=5e-5, rtol=1e-3, msg=parameter)
 
 
-@pytest.mark.parametrize("setting", ["eager", "below the length", "bfloat16 autocast", "attention dropout"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", ["alibi", "relative_bias"])
+def test_time_split_under_autocast_is_as_close_to_float32_as_the_dense_bias(name, dtype, monkeypatch):
+    """Under CPU autocast (q, k and v in half precision) the split runs too, its softmax merged and differentiated in
+    float32: its outputs and every gradient are as close to the float32 model's as the dense bias's under the same
+    autocast (at most 3x its error, plus a little of the half precision's rounding)."""
+    sides = split_blocks(monkeypatch)
+    dense, split = dense_and_split(name)
+    inputs = batch_of(random_samples())
+
+    def step(model, autocast: bool):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=dtype, enabled=autocast):
+            output, grads = outputs_and_gradients(model, inputs)
+        return output.detach().float(), {parameter: grad.clone() for parameter, grad in grads.items()}
+
+    (expected, expected_grads), dense_results = step(dense, False), step(dense, True)
+    assert not sides
+    split_results = step(split, True)
+    assert sides["before"] and sides["near"] and sides["after"], sides
+    rounding = 2e-3 if dtype == torch.bfloat16 else 2e-4
+    largest = max(gradient.abs().max() for gradient in expected_grads.values())
+    for parameter, reference in [("output", expected), *expected_grads.items()]:
+        scale = max(reference.abs().max(), 1e-3 * largest)
+        dense_error, split_error = (
+            ((results[0] if parameter == "output" else results[1][parameter]) - reference).abs().max() / scale
+            for results in (dense_results, split_results)
+        )
+        assert split_error <= 3 * dense_error + rounding, (parameter, split_error.item(), dense_error.item())
+
+
+@pytest.mark.parametrize("setting", ["eager", "below the length", "attention dropout"])
 def test_time_split_is_planned_only_where_it_runs(setting, monkeypatch):
-    """Eager attention, short sequences, autocast (q and k in bfloat16) and attention dropout in training never plan a
-    split: they keep the dense bias, with its result."""
+    """Eager attention, short sequences and attention dropout in training never plan a split: they keep the dense
+    bias, with its result."""
     sides = split_blocks(monkeypatch)
     planned = []
     original = split_attention_posattn.time_split_bias
@@ -187,7 +218,7 @@ def test_time_split_is_planned_only_where_it_runs(setting, monkeypatch):
     if setting == "attention dropout":
         split.train()(**inputs).last_hidden_state.sum().backward()
     else:
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=setting == "bfloat16 autocast"):
+        with torch.no_grad():
             expected, output = (model(**inputs).last_hidden_state[mask] for model in (dense, split))
         torch.testing.assert_close(output, expected, atol=0, rtol=0)
     assert not planned and not sides
