@@ -12,7 +12,9 @@ each range's gradient is its part of the whole softmax's; the near range's bias 
 `biased_attention_backward` and goes straight into the bias table.
 
 The block structure depends on the data (the time order, the near keys), so it is planned once per forward with one
-host sync (`time_split_bias`); eager, FlexAttention, tracing and other devices keep their paths.
+host sync (`time_split_bias`); eager, FlexAttention, tracing and other devices keep their paths. Half-precision q, k, v
+(autocast, or a half-precision model) are attended in float32: the merge of the ranges and every backward need each
+range's exact output, which the flash kernel rounds to its inputs' dtype.
 """
 
 from __future__ import annotations
@@ -154,8 +156,7 @@ def near_bounds(encoding: nn.Module, ordered_times, lengths, starts, ends) -> tu
     return torch.minimum(before.sum(-1), starts), torch.maximum(lengths - after.sum(-1), ends)
 
 
-# q, k and v the flash kernel's CPU entry points take with a float32 bias; the softmax is merged and differentiated in
-# float32 whatever they are
+# the dtypes of q, k and v that time-split attention takes (half precision is attended in float32)
 SPLIT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
@@ -180,8 +181,12 @@ def time_split_attention(
     Off its CPU float32 path, attention over blocks of query rows."""
     if not runs_time_split(query, dropout):
         return query_blocked_attention(module, query, key, value, None, scaling, attention_bias, dropout, **kwargs)
-    encoding, length = attention_bias.encoding, query.shape[2]
+    encoding, length, dtype = attention_bias.encoding, query.shape[2], query.dtype
+    # in float32 (exact: see the module's docstring; also faster here in training, torch's CPU flash backward being
+    # slower in bfloat16 than in float32); the casts are differentiable, so gradients reach q, k, v in their dtype
+    query, key, value = (tensor.float() for tensor in (query, key, value))
     table = encoding.bias_table()
+    table = table if table is None else table.float()
     outputs = []
     for sample, split in enumerate(attention_bias.samples):
         if split.order is None:
@@ -192,7 +197,7 @@ def time_split_attention(
         if split.order is not None:
             output = output.new_zeros(length, *output.shape[1:]).index_copy(0, split.order, output)
         outputs.append(output)
-    return torch.stack(outputs), None
+    return torch.stack(outputs).to(dtype), None
 
 
 @dataclass
@@ -229,9 +234,8 @@ class TimeSplitAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, query, key, value, table, encoding, split: SampleSplit, scale: float):
-        # merged in float32, also for half-precision q, k, v: the backward's `delta` then comes from the exact output
-        output = query.new_empty(query.shape, dtype=torch.float32)
-        logsumexp = query.new_empty(query.shape[:3], dtype=torch.float32)
+        output = query.new_empty(query.shape)
+        logsumexp = query.new_empty(query.shape[:3])
         table_gradient = table is not None and table.requires_grad
         far_parts = []  # each far range's own output and log-sum-exp, for its row term's gradient
         for block in split.blocks:
@@ -249,7 +253,7 @@ class TimeSplitAttention(torch.autograd.Function):
             output[:, :, rows], logsumexp[:, :, rows] = merged(parts)
         ctx.save_for_backward(query, key, value, table, output, logsumexp)
         ctx.encoding, ctx.split, ctx.scale, ctx.far_parts = encoding, split, scale, far_parts
-        return output.to(query.dtype)
+        return output
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -257,14 +261,12 @@ class TimeSplitAttention(torch.autograd.Function):
         if torch.is_grad_enabled():
             return differentiable_backward(ctx, grad_output)
         encoding, split = ctx.encoding, ctx.split
-        # summed over key ranges in float32; the flash backward takes the output in the inputs' dtype
-        grad_query, grad_key, grad_value = (torch.zeros_like(tensor, dtype=torch.float32) for tensor in (query, key, value))
+        grad_query, grad_key, grad_value = (torch.zeros_like(tensor) for tensor in (query, key, value))
         grad_table = torch.zeros_like(table) if table is not None and ctx.needs_input_grad[3] else None
-        grad_output, kernel_output = grad_output.to(query.dtype), output.to(query.dtype)
         far_parts = iter(ctx.far_parts)
         for block in split.blocks:
             rows = slice(block[0], block[1])
-            block_tensors = (grad_output[:, :, rows], kernel_output[:, :, rows], output[:, :, rows], logsumexp[:, :, rows])
+            block_tensors = (grad_output[:, :, rows], output[:, :, rows], logsumexp[:, :, rows])
             for keys in key_ranges(encoding, split, block, table.detach() if table is not None else None):
                 operands = (query[:, :, rows], key[:, :, keys.keys], value[:, :, keys.keys])
                 far_part = next(far_parts) if keys.row is not None and grad_table is not None else None
@@ -272,8 +274,7 @@ class TimeSplitAttention(torch.autograd.Function):
                 grad_query[:, :, rows] += grads[0]
                 grad_key[:, :, keys.keys] += grads[1]
                 grad_value[:, :, keys.keys] += grads[2]
-        grads = (grad.to(tensor.dtype) for grad, tensor in zip((grad_query, grad_key, grad_value), (query, key, value)))
-        return *grads, grad_table, None, None, None
+        return grad_query, grad_key, grad_value, grad_table, None, None, None
 
 
 def merged(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -283,29 +284,25 @@ def merged(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor
     return output, logsumexp
 
 
-def key_range_backward(
-    ctx, block, keys: KeyRange, operands, grad_output, kernel_output, output, logsumexp, grad_table, far_part
-):
-    """`(dq, dk, dv)` of one key range's part of a block's softmax (from the merged float32 `output`, `kernel_output`
-    in the inputs' dtype, and `logsumexp`); adds the range's bias gradient into `grad_table` when there is one: the
-    near bias's through the encoding (in float32), a far constant's from the range's own output and log-sum-exp
-    (`far_part`)."""
+def key_range_backward(ctx, block, keys: KeyRange, operands, grad_output, output, logsumexp, grad_table, far_part):
+    """`(dq, dk, dv)` of one key range's part of a block's softmax (from the merged `output` and `logsumexp`); adds the
+    range's bias gradient into `grad_table` when there is one: the near bias's through the encoding, a far constant's
+    from the range's own output and log-sum-exp (`far_part`)."""
     encoding, split, scale = ctx.encoding, ctx.split, ctx.scale
     if keys.side == "near" and grad_table is not None:
         block_rows = max(1, BIAS_GRADIENT_BLOCK_ELEMENTS // (output.shape[1] * keys.mask.shape[-1]))
-        inputs = (grad_output, *operands, keys.mask)
         *grads, grad_bias = biased_attention_backward(
-            *(tensor.float() for tensor in inputs), output, logsumexp, scale, block_rows
+            grad_output, *operands, keys.mask, output, logsumexp, scale, block_rows
         )
-        encoding.pair_bias_backward(split.pair_key(encoding, block), grad_bias[0].to(grad_table.dtype), grad_table)
+        encoding.pair_bias_backward(split.pair_key(encoding, block), grad_bias[0], grad_table)
         return grads
     part_logsumexp = logsumexp if keys.row is None else logsumexp - keys.row
     grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-        grad_output, *operands, kernel_output, part_logsumexp, 0.0, False, attn_mask=keys.mask, scale=scale
+        grad_output, *operands, output, part_logsumexp, 0.0, False, attn_mask=keys.mask, scale=scale
     )
     if far_part is not None:
         row_grad = row_gradient(grad_output, output, logsumexp, *far_part)[0]
-        encoding.side_terms_backward(row_grad.to(grad_table.dtype), keys.side == "before", grad_table)
+        encoding.side_terms_backward(row_grad, keys.side == "before", grad_table)
     return grads
 
 

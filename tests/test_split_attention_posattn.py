@@ -173,9 +173,9 @@ def test_time_split_gradient_penalty_matches_the_dense_bias(monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("name", ["alibi", "relative_bias"])
 def test_time_split_under_autocast_is_as_close_to_float32_as_the_dense_bias(name, dtype, monkeypatch):
-    """Under CPU autocast (q, k and v in half precision) the split runs too, its softmax merged and differentiated in
-    float32: its outputs and every gradient are as close to the float32 model's as the dense bias's under the same
-    autocast (at most 3x its error, plus a little of the half precision's rounding)."""
+    """Under CPU autocast (q, k and v in half precision) the split runs too, in float32: its outputs and every gradient
+    are as close to the float32 model's as the dense bias's under the same autocast (at most 3x its error, plus a
+    little of the half precision's rounding)."""
     sides = split_blocks(monkeypatch)
     dense, split = dense_and_split(name)
     inputs = batch_of(random_samples())
@@ -199,6 +199,35 @@ def test_time_split_under_autocast_is_as_close_to_float32_as_the_dense_bias(name
             for results in (dense_results, split_results)
         )
         assert split_error <= 3 * dense_error + rounding, (parameter, split_error.item(), dense_error.item())
+
+
+@pytest.mark.parametrize("half", ["bfloat16 autocast", "bfloat16 model"])
+@pytest.mark.parametrize("name", ["alibi", "relative_bias"])
+def test_time_split_attends_half_precision_in_float32(name, half, monkeypatch):
+    """Half-precision q, k, v (autocast, or a model cast to bfloat16) reach time-split attention's kernels in float32,
+    with a float32 bias table: the flash kernel rounds each key range's output to its inputs' dtype, and the merge and
+    every backward need them exact (in bfloat16 the table gradient's rows, exactly 0, summed to 1e-2 of its largest
+    entry). The gradients come back in the parameters' own dtype."""
+    split_blocks(monkeypatch)
+    seen = []
+    original = split_attention_posattn.TimeSplitAttention.apply
+    monkeypatch.setattr(split_attention_posattn.TimeSplitAttention, "apply",
+                        lambda *args: seen.extend(t.dtype for t in args[:4] if t is not None) or original(*args))
+    _, model = dense_and_split(name)
+    inputs = batch_of(random_samples())
+    if half == "bfloat16 model":
+        model.to(torch.bfloat16)
+        inputs["input_values"] = inputs["input_values"].to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=half == "bfloat16 autocast"):
+        hidden = model.train()(**inputs).last_hidden_state
+    hidden.float().sum().backward()
+    assert seen and set(seen) == {torch.float32}, seen  # q, k, v and the table of every sample and layer
+    parameters = dict(model.named_parameters())
+    key = "layers.0.self_attn.k_proj.weight"
+    assert parameters[key].grad.dtype == parameters[key].dtype and parameters[key].grad.isfinite().all()
+    if name == "relative_bias":
+        table = parameters["relative_position_encoding.relative_attention_bias.weight"]
+        assert table.grad.dtype == table.dtype and table.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("setting", ["eager", "below the length", "attention dropout"])
