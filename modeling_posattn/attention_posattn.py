@@ -76,6 +76,63 @@ class SdpaWithBiasGradient(torch.autograd.Function):
         return (*(grad.to(tensor.dtype) for grad, tensor in zip(grads, (query, key, value, bias))), None, None)
 
 
+class HalfPrecisionSdpa(torch.autograd.Function):
+    r"""`softmax(q k^T s + m) v` on CPU for half-precision q, k, v (autocast) with a mask `m` that needs no gradient:
+    SDPA's flash forward, in their dtype; its backward in float32, on the inputs and output upcast. torch's CPU flash
+    backward was 1.3-4.3x slower in bfloat16 than in float32 at 128-512 tokens and 1.1x at 4096 (an Intel Xeon with
+    AMX; docs/speed_notes.md), where its forward is faster in half precision; a training step's gain is in
+    scripts/benchmark_autocast.py. The float32 backward is FlashAttention-2's, with `delta` from the same
+    half-precision output as the bfloat16 kernel's, so no less exact. Under `create_graph=True` the backward
+    differentiates SDPA's math path."""
+
+    @staticmethod
+    def forward(ctx, query, key, value, mask, scale: float):
+        output, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            query, key, value, attn_mask=mask, scale=scale
+        )
+        ctx.save_for_backward(query, key, value, mask, output, logsumexp)
+        ctx.scale = scale
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        query, key, value, mask, output, logsumexp = ctx.saved_tensors
+        inputs = (query, key, value)
+        if torch.is_grad_enabled():
+            with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+                recomputed = nn.functional.scaled_dot_product_attention(*inputs, attn_mask=mask, scale=ctx.scale)
+            wanted = [tensor for tensor, need in zip(inputs, ctx.needs_input_grad) if need]
+            grads = iter(torch.autograd.grad(recomputed, wanted, grad_output, create_graph=True))
+            return (*(next(grads) if need else None for need in ctx.needs_input_grad[:3]), None, None)
+        grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            *(tensor.float() for tensor in (grad_output, *inputs, output)), logsumexp, 0.0, False,
+            attn_mask=mask, scale=ctx.scale,
+        )
+        return (*(grad.to(tensor.dtype) for grad, tensor in zip(grads, inputs)), None, None)
+
+
+def half_precision_training(query, key, value, attention_mask, dropout: float) -> bool:
+    """Whether `HalfPrecisionSdpa` takes this call: CPU, half-precision q, k, v that need a gradient, a mask without one
+    (or none), no dropout, eager execution."""
+    return (
+        query.device.type == "cpu"
+        and query.dtype in (torch.bfloat16, torch.float16)
+        and torch.is_grad_enabled()
+        and any(tensor.requires_grad for tensor in (query, key, value))
+        and (attention_mask is None or not attention_mask.requires_grad)
+        and dropout == 0.0
+        and not torch.compiler.is_compiling()
+    )
+
+
+def float_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """The flash kernel's mask: additive float (a boolean key mask as 0 / -inf, as SDPA converts it), float32 or the
+    queries' dtype."""
+    if mask is None or mask.is_floating_point():
+        return mask
+    return torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask.bool(), float("-inf"))
+
+
 def biased_attention_backward(
     grad_output, query, key, value, bias, output, logsumexp, scale: float, block_rows: int, recentre: bool = False
 ):
@@ -150,9 +207,9 @@ def sdpa_attention_forward(
     dropout: float = 0.0,
     **kwargs,
 ):
-    """transformers' sdpa, except for a bias that needs a gradient on CPU: then `SdpaWithBiasGradient`, with q, k and v
-    in float32 or in half precision (autocast, or a half-precision model) and the bias in float32 or their dtype (SDPA
-    would take its math path, 2-3x slower than float32)."""
+    """transformers' sdpa, except on CPU for a bias that needs a gradient (`SdpaWithBiasGradient`, with q, k and v in
+    float32 or in half precision and the bias in float32 or their dtype: SDPA would take its math path, 2-3x slower than
+    float32), and for training in half precision (`HalfPrecisionSdpa`: the flash backward in float32)."""
     trainable_bias = (
         attention_mask is not None
         and attention_mask.requires_grad
@@ -164,6 +221,9 @@ def sdpa_attention_forward(
         and not torch.compiler.is_compiling()
     )
     if not trainable_bias:
+        if half_precision_training(query, key, value, attention_mask, dropout):
+            output = HalfPrecisionSdpa.apply(query, key, value, float_mask(attention_mask), scaling)
+            return output.transpose(1, 2).contiguous(), None
         return ALL_ATTENTION_FUNCTIONS["sdpa"](
             module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
         )

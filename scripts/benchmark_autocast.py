@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Training under bfloat16 autocast on CPU against float32, interleaved in one process: for `none`, `alibi` and
 `relative_bias`, a training step (forward + backward) of benchmark_speed.py's wide model (two modalities at 100 Hz and
-25 Hz, hidden 128, 4 layers, 4 heads), 8 samples x 512 tokens by default; and `relative_bias` under autocast as it ran
-before half-precision queries took its bias-gradient path and time-split attention (SDPA's math path, on the dense or
-query-blocked bias). Each round times every case once; ratios to `none` at the same precision and to the same encoding
+25 Hz, hidden 128, 4 layers, 4 heads), 8 samples x 512 tokens by default; and `none` and `relative_bias` under
+autocast as they ran before half-precision training got its own paths (SDPA's kernels in half precision; for
+`relative_bias` its math path, on the dense or query-blocked bias). Each round times every case once; ratios to `none` at the same precision and to the same encoding
 in float32, per round, median [min-max]. Denormals flushed, one thread. What autocast gains depends on the CPU's
 bfloat16 units (the Intel Xeon of docs/results/speed/intel_xeon has AMX-BF16).
 
@@ -27,7 +27,10 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from benchmark_speed import TWO_MODALITIES, WIDE, cpu_name, posattn_case  # noqa: E402
 
 ENCODINGS = ("none", "alibi", "relative_bias")
-BEFORE = "relative_bias, bfloat16 (SDPA's math path, as before)"
+# the code before half-precision training got its own paths: SDPA's kernels in half precision (for relative_bias its
+# math path, on the dense or query-blocked bias)
+BEFORE = {"none": "none, bfloat16 (SDPA's bfloat16 backward, as before)",
+          "relative_bias": "relative_bias, bfloat16 (SDPA's math path, as before)"}
 
 
 def training_step(model, inputs, bfloat16: bool):
@@ -44,9 +47,9 @@ def training_step(model, inputs, bfloat16: bool):
 
 
 @contextlib.contextmanager
-def float32_only_bias_gradient_path():
-    """Half-precision queries as they ran: `sdpa_attention_forward` sent them to transformers' sdpa (its math path for
-    a bias that needs a gradient), and time-split attention was float32-only."""
+def half_precision_as_before():
+    """Half-precision queries as they ran: `sdpa_attention_forward` sent them to transformers' sdpa (its flash kernels
+    in half precision, or its math path for a bias that needs a gradient), and time-split attention was float32-only."""
     import torch
 
     from modeling_posattn import attention_posattn, bias_posattn
@@ -80,14 +83,17 @@ def cases(length: int, samples: int, modalities=TWO_MODALITIES, settings=WIDE) -
                                      relative_position_encoding=encoding)
         steps[f"{encoding}, float32"] = training_step(model, inputs, False)
         steps[f"{encoding}, bfloat16"] = training_step(model, inputs, True)
-    relative_bias = steps["relative_bias, bfloat16"]
-
-    def relative_bias_as_before():
-        with float32_only_bias_gradient_path():
-            relative_bias()
-
-    steps[BEFORE] = relative_bias_as_before
+    for encoding, name in BEFORE.items():
+        steps[name] = as_before(steps[f"{encoding}, bfloat16"])
     return steps
+
+
+def as_before(step):
+    def step_as_before():
+        with half_precision_as_before():
+            step()
+
+    return step_as_before
 
 
 def interleaved(steps: dict, rounds: int) -> dict:

@@ -208,6 +208,61 @@ def test_relative_bias_under_autocast_trains_through_the_bias_gradient_path(moda
     assert error < 5e-2, error.item()  # bfloat16's rounding of q, k, v and of the layers' activations
 
 
+@pytest.mark.parametrize("mask", ["none", "key padding", "float bias"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_sdpa_gives_sdpas_output_and_float32_gradients(dtype, mask):
+    """`HalfPrecisionSdpa` (autocast training on CPU): SDPA's own output (the same flash forward), and gradients at
+    least as close to float64 on the same inputs as SDPA's half-precision backward's, in the inputs' dtype."""
+    from modeling_posattn.attention_posattn import HalfPrecisionSdpa, float_mask
+
+    torch.manual_seed(0)
+    query, key, value = (torch.randn(2, 3, 40, 8).to(dtype).requires_grad_() for _ in range(3))
+    gradient = torch.randn(2, 3, 40, 8).to(dtype)
+    attention_mask = {"none": None, "key padding": torch.ones(2, 1, 1, 40, dtype=torch.bool),
+                      "float bias": torch.randn(2, 3, 40, 40)}[mask]
+    if mask == "key padding":
+        attention_mask[1, ..., 31:] = False
+    inputs = (query, key, value)
+    output = HalfPrecisionSdpa.apply(*inputs, float_mask(attention_mask), 0.3)
+    grads = torch.autograd.grad(output, inputs, gradient)
+    expected = torch.nn.functional.scaled_dot_product_attention(*inputs, attn_mask=attention_mask, scale=0.3)
+    sdpa_grads = torch.autograd.grad(expected, inputs, gradient)
+    torch.testing.assert_close(output, expected, atol=0, rtol=0)
+    assert [grad.dtype for grad in grads] == [dtype] * 3
+
+    exact = [tensor.detach().double().requires_grad_() for tensor in inputs]
+    exact_mask = attention_mask if attention_mask is None or attention_mask.dtype == torch.bool else attention_mask.double()
+    reference = torch.nn.functional.scaled_dot_product_attention(*exact, attn_mask=exact_mask, scale=0.3)
+    for name, grad, sdpa_grad, exact_grad in zip("qkv", grads, sdpa_grads, torch.autograd.grad(reference, exact, gradient.double())):
+        scale = exact_grad.abs().max()
+        error, sdpa_error = ((result.double() - exact_grad).abs().max() / scale for result in (grad, sdpa_grad))
+        assert error <= 1.5 * sdpa_error + 1e-3, (name, error.item(), sdpa_error.item())
+
+
+@pytest.mark.parametrize("encoding", ["none", "rope", "alibi"])
+def test_training_under_autocast_takes_the_float32_backward(encoding, monkeypatch):
+    """A training step under CPU autocast runs its attention through `HalfPrecisionSdpa` (each layer once); inference
+    and float32 training keep transformers' sdpa; a gradient penalty (`create_graph=True`) differentiates again."""
+    from modeling_posattn import attention_posattn
+
+    calls = []
+    original = attention_posattn.HalfPrecisionSdpa.apply
+    monkeypatch.setattr(attention_posattn.HalfPrecisionSdpa, "apply", lambda *args: calls.append(1) or original(*args))
+    model = build_model(relative_position_encoding=encoding, attn_implementation="sdpa")
+    inputs = batch_of(random_samples())
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(**inputs)
+    model.train()(**inputs).last_hidden_state.sum().backward()
+    assert calls == []
+    values = inputs["input_values"].clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        hidden = model(**dict(inputs, input_values=values)).last_hidden_state
+    assert len(calls) == model.config.num_hidden_layers
+    (grad,) = torch.autograd.grad(hidden.float().square().sum(), values, create_graph=True)
+    grad.square().sum().backward()
+    assert all(parameter.grad.isfinite().all() for parameter in model.parameters() if parameter.grad is not None)
+
+
 def test_sdpa_with_bias_gradient_has_second_derivatives():
     """`create_graph=True` (a gradient penalty) differentiates the math path: second derivatives exist and are right,
     also when only some inputs need a gradient."""
