@@ -78,7 +78,9 @@ class SdpaWithBiasGradient(torch.autograd.Function):
 
 class HalfPrecisionSdpa(torch.autograd.Function):
     r"""`softmax(q k^T s + m) v` on CPU for half-precision q, k, v (autocast) with a mask `m` that needs no gradient:
-    SDPA's flash forward, in their dtype; its backward in float32, on the inputs and output upcast. torch's CPU flash
+    SDPA's flash forward, in their dtype, with the mask as SDPA gets it (`float_mask`), so the same output as SDPA's and
+    as a forward without gradients (which reentrant checkpointing runs); its backward in float32, on the inputs and
+    output upcast. torch's CPU flash
     backward was 1.3-4.3x slower in bfloat16 than in float32 at 128-512 tokens and 1.1x at 4096 (an Intel Xeon with
     AMX; docs/speed_notes.md), where its forward is faster in half precision; a training step's gain is in
     scripts/benchmark_autocast.py. The float32 backward is FlashAttention-2's, with `delta` from the same
@@ -113,7 +115,7 @@ class HalfPrecisionSdpa(torch.autograd.Function):
 
 def half_precision_training(query, key, value, attention_mask, dropout: float) -> bool:
     """Whether `HalfPrecisionSdpa` takes this call: CPU, half-precision q, k, v that need a gradient, a mask without one
-    (or none), no dropout, eager execution."""
+    (or none), no dropout, eager execution outside `torch.func` transforms (the Function has no vmap rule)."""
     return (
         query.device.type == "cpu"
         and query.dtype in (torch.bfloat16, torch.float16)
@@ -122,15 +124,26 @@ def half_precision_training(query, key, value, attention_mask, dropout: float) -
         and (attention_mask is None or not attention_mask.requires_grad)
         and dropout == 0.0
         and not torch.compiler.is_compiling()
+        and not functorch_active()
     )
 
 
-def float_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
-    """The flash kernel's mask: additive float (a boolean key mask as 0 / -inf, as SDPA converts it), float32 or the
-    queries' dtype."""
-    if mask is None or mask.is_floating_point():
-        return mask
-    return torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask.bool(), float("-inf"))
+def functorch_active() -> bool:
+    """Whether a `torch.func` transform (grad, vmap) is running: the custom Functions here define no `setup_context`
+    or vmap rule, so they leave such calls to SDPA."""
+    return torch._C._are_functorch_transforms_active()
+
+
+def float_mask(mask: torch.Tensor | None, query: torch.Tensor) -> torch.Tensor | None:
+    """The flash kernel's mask, as SDPA would pass it: a boolean key mask as additive 0 / -inf; under autocast a float
+    mask in the autocast dtype (autocast casts SDPA's floating inputs), else as it is (float32 or the queries' dtype)."""
+    if mask is None:
+        return None
+    if not mask.is_floating_point():
+        return torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask.bool(), float("-inf"))
+    if torch.is_autocast_enabled(query.device.type):
+        return mask.to(torch.get_autocast_dtype(query.device.type))
+    return mask
 
 
 def biased_attention_backward(
@@ -213,6 +226,7 @@ def sdpa_attention_forward(
     trainable_bias = (
         attention_mask is not None
         and attention_mask.requires_grad
+        and not functorch_active()
         and attention_mask.shape == (*query.shape[:3], key.shape[2])
         and query.device.type == "cpu"
         and query.dtype in (torch.float32, torch.bfloat16, torch.float16)
@@ -222,7 +236,7 @@ def sdpa_attention_forward(
     )
     if not trainable_bias:
         if half_precision_training(query, key, value, attention_mask, dropout):
-            output = HalfPrecisionSdpa.apply(query, key, value, float_mask(attention_mask), scaling)
+            output = HalfPrecisionSdpa.apply(query, key, value, float_mask(attention_mask, query), scaling)
             return output.transpose(1, 2).contiguous(), None
         return ALL_ATTENTION_FUNCTIONS["sdpa"](
             module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs

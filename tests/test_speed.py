@@ -211,8 +211,9 @@ def test_relative_bias_under_autocast_trains_through_the_bias_gradient_path(moda
 @pytest.mark.parametrize("mask", ["none", "key padding", "float bias"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_sdpa_gives_sdpas_output_and_float32_gradients(dtype, mask):
-    """`HalfPrecisionSdpa` (autocast training on CPU): SDPA's own output (the same flash forward), and gradients at
-    least as close to float64 on the same inputs as SDPA's half-precision backward's, in the inputs' dtype."""
+    """`HalfPrecisionSdpa` (autocast training on CPU): SDPA's own output (the same flash forward), and the float32 flash
+    backward's gradients on the upcast inputs and output, in the inputs' dtype: at least as close to float64 on the
+    same inputs as SDPA's half-precision backward's."""
     from modeling_posattn.attention_posattn import HalfPrecisionSdpa, float_mask
 
     torch.manual_seed(0)
@@ -223,12 +224,18 @@ def test_half_precision_sdpa_gives_sdpas_output_and_float32_gradients(dtype, mas
     if mask == "key padding":
         attention_mask[1, ..., 31:] = False
     inputs = (query, key, value)
-    output = HalfPrecisionSdpa.apply(*inputs, float_mask(attention_mask), 0.3)
+    flash_mask = float_mask(attention_mask, query)
+    output = HalfPrecisionSdpa.apply(*inputs, flash_mask, 0.3)
     grads = torch.autograd.grad(output, inputs, gradient)
     expected = torch.nn.functional.scaled_dot_product_attention(*inputs, attn_mask=attention_mask, scale=0.3)
     sdpa_grads = torch.autograd.grad(expected, inputs, gradient)
     torch.testing.assert_close(output, expected, atol=0, rtol=0)
-    assert [grad.dtype for grad in grads] == [dtype] * 3
+    _, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(*inputs, attn_mask=flash_mask, scale=0.3)
+    float32_grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+        *(tensor.float() for tensor in (gradient, *inputs, output)), logsumexp, 0.0, False, attn_mask=flash_mask, scale=0.3
+    )
+    for grad, float32_grad in zip(grads, float32_grads):
+        torch.testing.assert_close(grad, float32_grad.to(dtype), atol=0, rtol=0)
 
     exact = [tensor.detach().double().requires_grad_() for tensor in inputs]
     exact_mask = attention_mask if attention_mask is None or attention_mask.dtype == torch.bool else attention_mask.double()
@@ -239,28 +246,66 @@ def test_half_precision_sdpa_gives_sdpas_output_and_float32_gradients(dtype, mas
         assert error <= 1.5 * sdpa_error + 1e-3, (name, error.item(), sdpa_error.item())
 
 
+def test_half_precision_sdpa_has_second_derivatives():
+    """A gradient penalty through `HalfPrecisionSdpa` (`create_graph=True`) differentiates SDPA's math path: the
+    penalty's gradients match float64's on the same inputs to bfloat16's precision."""
+    from modeling_posattn.attention_posattn import HalfPrecisionSdpa
+
+    torch.manual_seed(0)
+    inputs = [torch.randn(1, 2, 12, 8).bfloat16().requires_grad_() for _ in range(3)]
+    weights = torch.randn(1, 2, 12, 8)
+
+    def penalty_gradients(tensors, attention):
+        (grad_query,) = torch.autograd.grad((attention(*tensors).float() * weights).sum(), tensors[0], create_graph=True)
+        return torch.autograd.grad(grad_query.float().square().sum(), tensors[1:])
+
+    grads = penalty_gradients(inputs, lambda q, k, v: HalfPrecisionSdpa.apply(q, k, v, None, 0.3))
+    exact = [tensor.detach().double().requires_grad_() for tensor in inputs]
+    weights = weights.double()
+    with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):  # torch's flash has no double backward
+        expected = penalty_gradients(exact, lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=0.3))
+    for grad, reference in zip(grads, expected):
+        assert (grad.double() - reference).abs().max() / reference.abs().max() < 5e-2
+
+
 @pytest.mark.parametrize("encoding", ["none", "rope", "alibi"])
 def test_training_under_autocast_takes_the_float32_backward(encoding, monkeypatch):
-    """A training step under CPU autocast runs its attention through `HalfPrecisionSdpa` (each layer once); inference
-    and float32 training keep transformers' sdpa; a gradient penalty (`create_graph=True`) differentiates again."""
+    """A training step under CPU autocast runs its attention through `HalfPrecisionSdpa` (each layer once), with the
+    forward SDPA gave (`alibi`'s float32 bias cast to bfloat16, as autocast casts SDPA's inputs), so that a forward
+    without gradients (as reentrant checkpointing runs it) gives the same; inference and float32 keep SDPA."""
     from modeling_posattn import attention_posattn
 
     calls = []
     original = attention_posattn.HalfPrecisionSdpa.apply
     monkeypatch.setattr(attention_posattn.HalfPrecisionSdpa, "apply", lambda *args: calls.append(1) or original(*args))
-    model = build_model(relative_position_encoding=encoding, attn_implementation="sdpa")
+    model = build_model(relative_position_encoding=encoding, attn_implementation="sdpa").train()
     inputs = batch_of(random_samples())
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        model(**inputs)
-    model.train()(**inputs).last_hidden_state.sum().backward()
+        without_gradients = model(**inputs).last_hidden_state
+    model(**inputs).last_hidden_state.sum().backward()
     assert calls == []
-    values = inputs["input_values"].clone().requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        hidden = model(**dict(inputs, input_values=values)).last_hidden_state
+        hidden = model(**inputs).last_hidden_state
     assert len(calls) == model.config.num_hidden_layers
-    (grad,) = torch.autograd.grad(hidden.float().square().sum(), values, create_graph=True)
-    grad.square().sum().backward()
-    assert all(parameter.grad.isfinite().all() for parameter in model.parameters() if parameter.grad is not None)
+    torch.testing.assert_close(hidden, without_gradients, atol=0, rtol=0)
+
+
+def test_torch_func_grad_runs_on_a_half_precision_model():
+    """`torch.func.grad` over a bfloat16 model (per-sample gradients, say): the custom attention Functions, which have
+    no vmap rule, step aside for SDPA while a transform runs; the gradients agree with autograd's."""
+    model = build_model(relative_position_encoding="rope", attn_implementation="sdpa").train().to(torch.bfloat16)
+    inputs = batch_of(random_samples())
+    inputs["input_values"] = inputs["input_values"].bfloat16()
+    parameters = {name: parameter.detach() for name, parameter in model.named_parameters()}
+
+    def loss(parameters):
+        return torch.func.functional_call(model, parameters, kwargs=inputs).last_hidden_state.float().square().mean()
+
+    grads = torch.func.grad(loss)(parameters)
+    model(**inputs).last_hidden_state.float().square().mean().backward()
+    for name, parameter in model.named_parameters():
+        scale = parameter.grad.float().abs().max()
+        assert (grads[name].float() - parameter.grad.float()).abs().max() <= 0.05 * scale + 1e-6, name
 
 
 def test_sdpa_with_bias_gradient_has_second_derivatives():
