@@ -212,8 +212,8 @@ def test_relative_bias_under_autocast_trains_through_the_bias_gradient_path(moda
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_sdpa_gives_sdpas_output_and_float32_gradients(dtype, mask):
     """`HalfPrecisionSdpa` (autocast training on CPU): SDPA's own output (the same flash forward), and the float32 flash
-    backward's gradients on the upcast inputs and output, in the inputs' dtype: at least as close to float64 on the
-    same inputs as SDPA's half-precision backward's."""
+    backward's gradients on the upcast inputs and output, in the inputs' dtype: about as close to float64 on the same
+    inputs as SDPA's half-precision backward's (within 1.5x its error, plus 1e-3)."""
     from modeling_posattn.attention_posattn import HalfPrecisionSdpa, float_mask
 
     torch.manual_seed(0)
