@@ -61,14 +61,7 @@ class SdpaWithBiasGradient(torch.autograd.Function):
         query, key, value, bias, output, logsumexp = ctx.saved_tensors
         scale = ctx.scale
         if torch.is_grad_enabled():
-            # `create_graph=True` (a gradient penalty, say): differentiate SDPA's math path, whose backward is made of
-            # differentiable operations, unlike the in-place blocks below
-            with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
-                recomputed = nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=scale)
-            needed = ctx.needs_input_grad[:4]
-            wanted = [tensor for tensor, need in zip((query, key, value, bias), needed) if need]
-            grads = iter(torch.autograd.grad(recomputed, wanted, grad_output, create_graph=True))
-            return (*(next(grads) if need else None for need in needed), None, None)
+            return (*math_path_gradients(ctx, grad_output, query, key, value, bias), None, None)
         # in float32 whatever q, k and v hold (bfloat16 under autocast): dS is summed into the bias gradient
         inputs = (grad_output, query, key, value, bias, output)
         grads = biased_attention_backward(*(tensor.float() for tensor in inputs), logsumexp, scale, ctx.block_rows,
@@ -76,16 +69,28 @@ class SdpaWithBiasGradient(torch.autograd.Function):
         return (*(grad.to(tensor.dtype) for grad, tensor in zip(grads, (query, key, value, bias))), None, None)
 
 
+def math_path_gradients(ctx, grad_output, query, key, value, mask) -> tuple:
+    """`(dq, dk, dv, dmask)` (None where `ctx` needs none) under `create_graph=True` (a gradient penalty, say): by
+    differentiating SDPA's math path, whose backward is made of differentiable operations, unlike the flash kernels'
+    and the in-place blocks of `biased_attention_backward`."""
+    inputs = (query, key, value, mask)
+    needed = [need and tensor is not None for tensor, need in zip(inputs, ctx.needs_input_grad[:4])]
+    with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+        recomputed = nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=ctx.scale)
+    wanted = [tensor for tensor, need in zip(inputs, needed) if need]
+    grads = iter(torch.autograd.grad(recomputed, wanted, grad_output, create_graph=True))
+    return tuple(next(grads) if need else None for need in needed)
+
+
 class HalfPrecisionSdpa(torch.autograd.Function):
     r"""`softmax(q k^T s + m) v` on CPU for half-precision q, k, v (autocast) with a mask `m` that needs no gradient:
     SDPA's flash forward, in their dtype, with the mask as SDPA gets it (`float_mask`), so the same output as SDPA's and
     as a forward without gradients (which reentrant checkpointing runs); its backward in float32, on the inputs and
-    output upcast. torch's CPU flash
-    backward was 1.3-4.3x slower in bfloat16 than in float32 at 128-512 tokens and 1.1x at 4096 (an Intel Xeon with
-    AMX; docs/speed_notes.md), where its forward is faster in half precision; a training step's gain is in
-    scripts/benchmark_autocast.py. The float32 backward is FlashAttention-2's, with `delta` from the same
-    half-precision output as the bfloat16 kernel's, so no less exact. Under `create_graph=True` the backward
-    differentiates SDPA's math path."""
+    output upcast. torch's CPU flash backward was 1.3-4.3x slower in bfloat16 than in float32 at 128-512 tokens and
+    1.1x at 4096 (an Intel Xeon with AMX; docs/speed_notes.md), where its forward is faster in half precision; a
+    training step's gain is in scripts/benchmark_autocast.py. The float32 backward is FlashAttention-2's, with `delta`
+    from the same half-precision output as the bfloat16 kernel's, so no less exact. Under `create_graph=True` the
+    backward differentiates SDPA's math path."""
 
     @staticmethod
     def forward(ctx, query, key, value, mask, scale: float):
@@ -101,11 +106,7 @@ class HalfPrecisionSdpa(torch.autograd.Function):
         query, key, value, mask, output, logsumexp = ctx.saved_tensors
         inputs = (query, key, value)
         if torch.is_grad_enabled():
-            with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
-                recomputed = nn.functional.scaled_dot_product_attention(*inputs, attn_mask=mask, scale=ctx.scale)
-            wanted = [tensor for tensor, need in zip(inputs, ctx.needs_input_grad) if need]
-            grads = iter(torch.autograd.grad(recomputed, wanted, grad_output, create_graph=True))
-            return (*(next(grads) if need else None for need in ctx.needs_input_grad[:3]), None, None)
+            return (*math_path_gradients(ctx, grad_output, *inputs, mask)[:3], None, None)
         grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
             *(tensor.float() for tensor in (grad_output, *inputs, output)), logsumexp, 0.0, False,
             attn_mask=mask, scale=ctx.scale,
