@@ -43,8 +43,9 @@ class SdpaWithBiasGradient(torch.autograd.Function):
     yields the bias gradient on the way: $P = \exp(q k^T s + b - \mathrm{lse})$, $dV = P^T dO$,
     $dS = P \odot (dO\,V^T - \mathrm{rowsum}(dO \odot O))$, $db = dS$, $dQ = dS\,K s$, $dK = dS^T Q s$.
     Exact against the math path (tests/test_speed.py). q, k and v may be in half precision (autocast), the bias in
-    float32 or in their dtype: the flash kernel takes them so, and the backward runs in float32. Under `create_graph=True` the backward
-    differentiates the math path instead, so its gradients can be differentiated again (a gradient penalty).
+    float32 or in their dtype: the flash kernel takes them so, and the backward runs in float32. Under
+    `create_graph=True` the backward differentiates the math path instead, so its gradients can be differentiated again
+    (a gradient penalty).
     """
 
     @staticmethod
@@ -114,30 +115,34 @@ class HalfPrecisionSdpa(torch.autograd.Function):
         return (*(grad.to(tensor.dtype) for grad, tensor in zip(grads, inputs)), None, None)
 
 
-def half_precision_training(query, key, value, attention_mask, dropout: float) -> bool:
-    """Whether `HalfPrecisionSdpa` takes this call: CPU, half-precision q, k, v that need a gradient, a mask without one
-    (or none), no dropout, eager execution outside `torch.func` transforms (the Function has no vmap rule)."""
+# q, k and v dtypes the CPU flash kernel takes (with a float32 mask, or one of their dtype)
+FLASH_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def own_cpu_paths_allowed(device: torch.device, dropout: float) -> bool:
+    """Whether this package's own CPU attention paths may run (`SdpaWithBiasGradient`, `HalfPrecisionSdpa`, time-split
+    attention): on CPU, without attention dropout, in eager execution (torch.compile and torch.export trace SDPA), and
+    outside `torch.func` transforms (the custom Functions define no `setup_context` or vmap rule)."""
+    tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting()
+    return not tracing and device.type == "cpu" and dropout == 0.0 and not torch._C._are_functorch_transforms_active()
+
+
+def takes_half_precision_sdpa(query, key, value, attention_mask, dropout: float) -> bool:
+    """Whether `HalfPrecisionSdpa` takes this call: half-precision q, k, v that need a gradient, a mask without one (or
+    none), on the package's own CPU paths."""
     return (
-        query.device.type == "cpu"
-        and query.dtype in (torch.bfloat16, torch.float16)
+        query.dtype in (torch.bfloat16, torch.float16)
         and torch.is_grad_enabled()
         and any(tensor.requires_grad for tensor in (query, key, value))
         and (attention_mask is None or not attention_mask.requires_grad)
-        and dropout == 0.0
-        and not torch.compiler.is_compiling()
-        and not functorch_active()
+        and own_cpu_paths_allowed(query.device, dropout)
     )
 
 
-def functorch_active() -> bool:
-    """Whether a `torch.func` transform (grad, vmap) is running: the custom Functions here define no `setup_context`
-    or vmap rule, so they leave such calls to SDPA."""
-    return torch._C._are_functorch_transforms_active()
-
-
 def float_mask(mask: torch.Tensor | None, query: torch.Tensor) -> torch.Tensor | None:
-    """The flash kernel's mask, as SDPA would pass it: a boolean key mask as additive 0 / -inf; under autocast a float
-    mask in the autocast dtype (autocast casts SDPA's floating inputs), else as it is (float32 or the queries' dtype)."""
+    """The flash kernel's mask, with SDPA's values: a boolean key mask as additive 0 / -inf (float32, where SDPA uses
+    the queries' dtype: the same scores); under autocast a float mask in the autocast dtype (autocast casts SDPA's
+    floating inputs, so a forward without gradients, which goes to SDPA, gives the same); else as it is."""
     if mask is None:
         return None
     if not mask.is_floating_point():
@@ -227,24 +232,22 @@ def sdpa_attention_forward(
     trainable_bias = (
         attention_mask is not None
         and attention_mask.requires_grad
-        and not functorch_active()
         and attention_mask.shape == (*query.shape[:3], key.shape[2])
-        and query.device.type == "cpu"
-        and query.dtype in (torch.float32, torch.bfloat16, torch.float16)
+        and query.dtype in FLASH_DTYPES
         and attention_mask.dtype in (torch.float32, query.dtype)
-        and dropout == 0.0
-        and not torch.compiler.is_compiling()
+        and own_cpu_paths_allowed(query.device, dropout)
     )
-    if not trainable_bias:
-        if half_precision_training(query, key, value, attention_mask, dropout):
-            output = HalfPrecisionSdpa.apply(query, key, value, float_mask(attention_mask, query), scaling)
-            return output.transpose(1, 2).contiguous(), None
+    if trainable_bias:
+        batch, heads, _, length = attention_mask.shape
+        block_rows = max(1, BIAS_GRADIENT_BLOCK_ELEMENTS // (batch * heads * length))
+        bias = float_mask(attention_mask, query)  # differentiable: the autocast cast's gradient reaches the bias
+        output = SdpaWithBiasGradient.apply(query, key, value, bias, scaling, block_rows)
+    elif takes_half_precision_sdpa(query, key, value, attention_mask, dropout):
+        output = HalfPrecisionSdpa.apply(query, key, value, float_mask(attention_mask, query), scaling)
+    else:
         return ALL_ATTENTION_FUNCTIONS["sdpa"](
             module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
         )
-    batch, heads, _, length = attention_mask.shape
-    block_rows = max(1, BIAS_GRADIENT_BLOCK_ELEMENTS // (batch * heads * length))
-    output = SdpaWithBiasGradient.apply(query, key, value, attention_mask, scaling, block_rows)
     return output.transpose(1, 2).contiguous(), None
 
 

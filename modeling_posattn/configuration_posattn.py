@@ -190,10 +190,10 @@ class PosAttnConfig(PreTrainedConfig):
         attention_bias_checkpoint (`bool`): recompute each block's bias and attention in the backward pass instead of
             keeping them, so that training memory is linear in L too (costs one more attention forward).
         time_split_min_length (`int`, *optional*): with `alibi` / `relative_bias` under sdpa on CPU (float32, or half
-            precision under autocast), from this many tokens (the batch's padded length) on, time-split attention: in
-            time order, each block of queries attends to the keys far before and after it with the flash kernel and no
-            pairwise bias, and to its near keys with a small one (exact, memory linear in L; faster than the dense bias
-            from about 2048 tokens). `None`: never.
+            precision: autocast or a half-precision model), from this many tokens (the batch's padded length) on,
+            time-split attention: in time order, each block of queries attends to the keys far before and after it with
+            the flash kernel and no pairwise bias, and to its near keys with a small one (exact, memory linear in L;
+            faster than the dense bias from about 2048 tokens). `None`: never.
         pooling (`str`): `mean` over real tokens, or `cls` (a learned token prepended at time 0).
         unit_scale_embeddings (`bool`): put content and absolute position on the same scale in the architecture: a
             per-modality LayerNorm after each stem (content at unit RMS whatever the stem's init or the input scale)

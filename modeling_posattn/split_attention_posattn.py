@@ -24,7 +24,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .attention_posattn import BIAS_GRADIENT_BLOCK_ELEMENTS, biased_attention_backward, query_blocked_attention
+from .attention_posattn import (
+    BIAS_GRADIENT_BLOCK_ELEMENTS,
+    FLASH_DTYPES,
+    biased_attention_backward,
+    own_cpu_paths_allowed,
+    query_blocked_attention,
+)
 from .bias_posattn import QueryBlockedBias, attention_bias_for, query_blocked_bias
 from .configuration_posattn import PosAttnConfig
 
@@ -33,13 +39,11 @@ def score_bias_for(encoding: nn.Module, positions, dtype: torch.dtype, config: P
     """The bias of a score-bias encoding under eager / sdpa: time-split for long sequences under CPU sdpa without
     attention dropout (the flash kernel's CPU entry points; float32, or half precision under autocast or in a
     half-precision model), else dense or over blocks of query rows (`attention_bias_for`)."""
-    tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting()
     if (
-        not tracing  # first: a traced length compared with the threshold would become a guard on it
+        own_cpu_paths_allowed(positions.mask.device, dropout)  # first: not tracing (a traced length compared with
+        # the threshold would become a guard on it)
         and config._attn_implementation == "sdpa"
-        and positions.mask.device.type == "cpu"
-        and dtype in SPLIT_DTYPES
-        and dropout == 0.0
+        and dtype in FLASH_DTYPES
         and config.time_split_min_length is not None
         and positions.mask.shape[1] >= config.time_split_min_length
     ):
@@ -156,14 +160,9 @@ def near_bounds(encoding: nn.Module, ordered_times, lengths, starts, ends) -> tu
     return torch.minimum(before.sum(-1), starts), torch.maximum(lengths - after.sum(-1), ends)
 
 
-# the dtypes of q, k and v that time-split attention takes (half precision is attended in float32)
-SPLIT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
 def runs_time_split(query: torch.Tensor, dropout: float) -> bool:
-    """The flash kernel's CPU entry points, eager execution only."""
-    tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting()
-    return query.device.type == "cpu" and query.dtype in SPLIT_DTYPES and dropout == 0.0 and not tracing
+    """The flash kernel's CPU entry points, on the package's own CPU paths (half precision is attended in float32)."""
+    return query.dtype in FLASH_DTYPES and own_cpu_paths_allowed(query.device, dropout)
 
 
 def time_split_attention(
@@ -178,7 +177,7 @@ def time_split_attention(
     **kwargs,
 ):
     """Time-split attention per sample, its output `(B, L, heads, d)` back in the batch's token order (zero on padding).
-    Off its CPU float32 path, attention over blocks of query rows."""
+    Off its path (`runs_time_split`), attention over blocks of query rows."""
     if not runs_time_split(query, dropout):
         return query_blocked_attention(module, query, key, value, None, scaling, attention_bias, dropout, **kwargs)
     encoding, length, dtype = attention_bias.encoding, query.shape[2], query.dtype
@@ -186,7 +185,8 @@ def time_split_attention(
     # slower in bfloat16 than in float32); the casts are differentiable, so gradients reach q, k, v in their dtype
     query, key, value = (tensor.float() for tensor in (query, key, value))
     table = encoding.bias_table()
-    table = table if table is None else table.float()
+    if table is not None:
+        table = table.float()
     outputs = []
     for sample, split in enumerate(attention_bias.samples):
         if split.order is None:

@@ -154,12 +154,11 @@ def feature_peaks(input_values: torch.Tensor, width: torch.Tensor, specs: list[d
     no `(B, L, F)` temporary, where `abs` then `amax` wrote one (and masked columns past a narrower modality's width in
     another)."""
     widths = sorted({token_feature_dim(spec) for spec in specs if spec.get("input_dim") is not None})
-    peaks = input_values.new_zeros(input_values.shape[:2])
+    peaks = input_values.new_zeros(input_values.shape[:2], dtype=torch.float64)
     for columns in widths:
         own = input_values[..., :columns]
-        high, low = own.amax(dim=-1), own.amin(dim=-1)
-        if not high.is_floating_point():  # integer features: negating the type's minimum would overflow
-            high, low = high.double(), low.double()
+        # in float64: negating an integer type's minimum would overflow, and float16 rounds the bound itself to inf
+        high, low = own.amax(dim=-1).double(), own.amin(dim=-1).double()
         peak = torch.maximum(high, low.neg_())
         peaks = peak if len(widths) == 1 else torch.where(width == columns, peak, peaks)
     return peaks

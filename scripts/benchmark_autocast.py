@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Training under bfloat16 autocast on CPU against float32, interleaved in one process: for `none`, `alibi` and
 `relative_bias`, a training step (forward + backward) of benchmark_speed.py's wide model (two modalities at 100 Hz and
-25 Hz, hidden 128, 4 layers, 4 heads), 8 samples x 512 tokens by default; and `none` and `relative_bias` under
-autocast as they ran before half-precision training got its own paths (SDPA's kernels in half precision; for
-`relative_bias` its math path, on the dense or query-blocked bias). Each round times every case once; ratios to `none` at the same precision and to the same encoding
-in float32, per round, median [min-max]. Denormals flushed, one thread. What autocast gains depends on the CPU's
-bfloat16 units (the Intel Xeon of docs/results/speed/intel_xeon has AMX-BF16).
+25 Hz, hidden 128, 4 layers, 4 heads), 8 samples x 512 tokens by default; and `none` and `relative_bias` under autocast
+as they ran before half-precision training got its own paths (SDPA's kernels in half precision; for `relative_bias` its
+math path, on the dense or query-blocked bias). Each round times every case once; ratios to `none` at the same precision
+and to the same encoding in float32, per round, median [min-max]. Denormals flushed, one thread. What autocast gains
+depends on the CPU's bfloat16 units (the Intel Xeon of docs/results/speed/intel_xeon has AMX-BF16).
 
     python scripts/benchmark_autocast.py --rounds 3
     python scripts/benchmark_autocast.py --rounds 15 --output docs/results/speed/intel_xeon     # about 2 minutes

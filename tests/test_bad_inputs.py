@@ -122,6 +122,7 @@ BAD_INPUTS = [
     ("features of 1e30", lambda _: forward(input_values=batch()["input_values"].index_fill(2, torch.tensor([1]), 1e30)), ValueError, "Modality 'audio'.*magnitudes above"),
     ("features NaN", lambda _: forward(input_values=batch()["input_values"].index_fill(2, torch.tensor([1]), math.nan)), ValueError, "Modality 'audio'.*NaN or Inf"),
     ("integer features at int64's minimum", lambda _: forward(input_values=batch()["input_values"].long().index_fill(2, torch.tensor([1]), torch.iinfo(torch.int64).min)), ValueError, "Modality 'audio'.*magnitudes above"),
+    ("float16 features holding Inf", lambda _: forward(input_values=batch()["input_values"].half().index_fill(2, torch.tensor([1]), math.inf)), ValueError, "Modality 'audio'.*NaN or Inf"),
     ("features of -1e30", lambda _: forward(input_values=batch()["input_values"].index_fill(2, torch.tensor([1]), -1e30)), ValueError, "Modality 'audio'.*magnitudes above"),
     ("batch size 0", lambda _: forward({k: v[:0] for k, v in batch().items()}), ValueError, "Empty batch"),
     ("modality id out of range", lambda _: forward(modality_ids=batch()["modality_ids"] + 5), ValueError, "`modality_ids` holds 5"),

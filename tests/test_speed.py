@@ -178,11 +178,12 @@ def test_sdpa_with_bias_gradient_takes_half_precision_queries(dtype, bias_dtype)
         assert row_sums < 1e-5, row_sums.item()
 
 
-@pytest.mark.parametrize("modalities", ["three", "one"])
-def test_relative_bias_under_autocast_trains_through_the_bias_gradient_path(modalities, monkeypatch):
-    """bfloat16 autocast on CPU keeps `SdpaWithBiasGradient` (q and k in bfloat16; the bias in float32 with three
-    modalities, in bfloat16 with one, whose content stays bfloat16): SDPA's math path, which it took before, costs 2x
-    the whole training step (scripts/benchmark_autocast.py)."""
+@pytest.mark.parametrize("path", ["dense, three modalities", "dense, one modality", "query-blocked"])
+def test_relative_bias_under_autocast_trains_through_the_bias_gradient_path(path, monkeypatch):
+    """bfloat16 autocast on CPU keeps `SdpaWithBiasGradient`, with the bias in bfloat16 as autocast gives it to SDPA,
+    so that a forward without gradients (SDPA's, as reentrant checkpointing runs it) gives the same output; SDPA's
+    math path, which it took before, costs 2x the whole training step (scripts/benchmark_autocast.py). The table's
+    gradient is float32's to bfloat16's precision."""
     from conftest import MODALITIES
 
     from modeling_posattn import attention_posattn
@@ -190,22 +191,25 @@ def test_relative_bias_under_autocast_trains_through_the_bias_gradient_path(moda
     calls = []
     original = attention_posattn.SdpaWithBiasGradient.apply
     monkeypatch.setattr(attention_posattn.SdpaWithBiasGradient, "apply", lambda *args: calls.append(args[3].dtype) or original(*args))
-    chosen = MODALITIES if modalities == "three" else {"audio": MODALITIES["audio"]}
-    model = build_model(relative_position_encoding="relative_bias", attn_implementation="sdpa", modalities=chosen)
-    samples = random_samples() if modalities == "three" else random_samples(lengths=((40, 0, 0), (17, 0, 0)))
+    chosen = {"audio": MODALITIES["audio"]} if path == "dense, one modality" else MODALITIES
+    blocked = dict(dense_bias_max_bytes=0) if path == "query-blocked" else {}
+    model = build_model(relative_position_encoding="relative_bias", attn_implementation="sdpa", modalities=chosen, **blocked)
+    samples = random_samples(lengths=((40, 0, 0), (17, 0, 0))) if path == "dense, one modality" else random_samples()
     inputs = batch_of(samples, modalities=chosen)
     table = model.relative_position_encoding.relative_attention_bias.weight
-    weights = torch.randn(model(**inputs).last_hidden_state.shape)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        without_gradients = model(**inputs).last_hidden_state
+    weights = torch.randn(without_gradients.shape)
     table_grads = []
     for autocast in (False, True):
         calls.clear()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             hidden = model(**inputs).last_hidden_state
         table_grads.append(torch.autograd.grad((hidden.float() * weights).sum(), table)[0])
-    bias_dtype = torch.float32 if modalities == "three" else torch.bfloat16
-    assert calls == [bias_dtype] * model.config.num_hidden_layers
+    assert calls and set(calls) == {torch.bfloat16}, calls
+    torch.testing.assert_close(hidden, without_gradients, atol=0, rtol=0)
     error = (table_grads[1] - table_grads[0]).abs().max() / table_grads[0].abs().max()
-    assert error < 5e-2, error.item()  # bfloat16's rounding of q, k, v and of the layers' activations
+    assert error < 5e-2, error.item()  # bfloat16's rounding of q, k, v, the bias and the layers' activations
 
 
 @pytest.mark.parametrize("mask", ["none", "key padding", "float bias"])

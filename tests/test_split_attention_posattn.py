@@ -230,6 +230,40 @@ def test_time_split_attends_half_precision_in_float32(name, half, monkeypatch):
         assert table.grad.dtype == table.dtype and table.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("half", ["bfloat16 autocast", "bfloat16 model"])
+def test_torch_func_grad_runs_where_the_split_would(half, monkeypatch):
+    """`torch.func.grad` (per-sample gradients, say) over a model that would time-split in half precision: the split's
+    custom Function has no vmap rule, so no split is planned while a transform runs. Under autocast the gradients
+    agree with autograd's (which takes the split) to bfloat16's rounding; a bfloat16 model's, computed in bfloat16 on
+    one path and in float32 on the other, are only checked to be there."""
+    planned = []
+    original = split_attention_posattn.time_split_bias
+    monkeypatch.setattr(split_attention_posattn, "time_split_bias", lambda *args: planned.append(1) or original(*args))
+    _, model = dense_and_split("alibi")
+    inputs = batch_of(random_samples())
+    if half == "bfloat16 model":
+        model.to(torch.bfloat16)
+        inputs["input_values"] = inputs["input_values"].bfloat16()
+    model.train()
+    parameters = {name: parameter.detach() for name, parameter in model.named_parameters()}
+
+    def loss(parameters):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=half == "bfloat16 autocast"):
+            hidden = torch.func.functional_call(model, parameters, kwargs=inputs).last_hidden_state
+        return hidden.float().square().mean()
+
+    grads = torch.func.grad(loss)(parameters)
+    assert planned == []
+    loss(dict(model.named_parameters())).backward()
+    assert planned == [1]
+    largest = max(parameter.grad.float().abs().max() for parameter in model.parameters())
+    for name, parameter in model.named_parameters():
+        assert grads[name].dtype == parameter.dtype and grads[name].isfinite().all(), name
+        if half == "bfloat16 autocast":  # to bfloat16's rounding, at each gradient's scale
+            bound = 0.05 * parameter.grad.float().abs().max() + 0.01 * largest
+            assert (grads[name].float() - parameter.grad.float()).abs().max() <= bound, name
+
+
 @pytest.mark.parametrize("setting", ["eager", "below the length", "attention dropout"])
 def test_time_split_is_planned_only_where_it_runs(setting, monkeypatch):
     """Eager attention, short sequences and attention dropout in training never plan a split: they keep the dense
