@@ -240,8 +240,9 @@ def sdpa_attention_forward(
     if trainable_bias:
         batch, heads, _, length = attention_mask.shape
         block_rows = max(1, BIAS_GRADIENT_BLOCK_ELEMENTS // (batch * heads * length))
-        bias = float_mask(attention_mask, query)  # differentiable: the autocast cast's gradient reaches the bias
-        output = SdpaWithBiasGradient.apply(query, key, value, bias, scaling, block_rows)
+        # the float32 bias as it is, also under autocast (a bfloat16 copy of the L x L bias and of its gradient cost
+        # 40% of a step at 8 x 512); so a forward without gradients, which SDPA takes, rounds it where this does not
+        output = SdpaWithBiasGradient.apply(query, key, value, attention_mask, scaling, block_rows)
     elif takes_half_precision_sdpa(query, key, value, attention_mask, dropout):
         output = HalfPrecisionSdpa.apply(query, key, value, float_mask(attention_mask, query), scaling)
     else:

@@ -180,10 +180,10 @@ def test_sdpa_with_bias_gradient_takes_half_precision_queries(dtype, bias_dtype)
 
 @pytest.mark.parametrize("path", ["dense, three modalities", "dense, one modality", "query-blocked"])
 def test_relative_bias_under_autocast_trains_through_the_bias_gradient_path(path, monkeypatch):
-    """bfloat16 autocast on CPU keeps `SdpaWithBiasGradient`, with the bias in bfloat16 as autocast gives it to SDPA,
-    so that a forward without gradients (SDPA's, as reentrant checkpointing runs it) gives the same output; SDPA's
-    math path, which it took before, costs 2x the whole training step (scripts/benchmark_autocast.py). The table's
-    gradient is float32's to bfloat16's precision."""
+    """bfloat16 autocast on CPU keeps `SdpaWithBiasGradient` (q and k in bfloat16; the bias in float32 with three
+    modalities, in bfloat16 with one, whose content stays bfloat16), on the dense bias and over blocks of query rows:
+    SDPA's math path, which it took before, costs 2x the whole training step (scripts/benchmark_autocast.py). The
+    table's gradient is float32's to bfloat16's precision."""
     from conftest import MODALITIES
 
     from modeling_posattn import attention_posattn
@@ -197,17 +197,14 @@ def test_relative_bias_under_autocast_trains_through_the_bias_gradient_path(path
     samples = random_samples(lengths=((40, 0, 0), (17, 0, 0))) if path == "dense, one modality" else random_samples()
     inputs = batch_of(samples, modalities=chosen)
     table = model.relative_position_encoding.relative_attention_bias.weight
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        without_gradients = model(**inputs).last_hidden_state
-    weights = torch.randn(without_gradients.shape)
+    weights = torch.randn(model(**inputs).last_hidden_state.shape)
     table_grads = []
     for autocast in (False, True):
         calls.clear()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             hidden = model(**inputs).last_hidden_state
         table_grads.append(torch.autograd.grad((hidden.float() * weights).sum(), table)[0])
-    assert calls and set(calls) == {torch.bfloat16}, calls
-    torch.testing.assert_close(hidden, without_gradients, atol=0, rtol=0)
+    assert calls and set(calls) == {torch.bfloat16 if path == "dense, one modality" else torch.float32}, calls
     error = (table_grads[1] - table_grads[0]).abs().max() / table_grads[0].abs().max()
     assert error < 5e-2, error.item()  # bfloat16's rounding of q, k, v, the bias and the layers' activations
 
