@@ -50,12 +50,8 @@ class SdpaWithBiasGradient(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, query, key, value, bias, scale: float, block_rows: int):
-        output, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            query, key, value, attn_mask=bias, scale=scale
-        )
-        ctx.save_for_backward(query, key, value, bias, output, logsumexp)
-        ctx.scale, ctx.block_rows = scale, block_rows
-        return output
+        ctx.block_rows = block_rows
+        return flash_forward(ctx, query, key, value, bias, scale)
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -68,6 +64,17 @@ class SdpaWithBiasGradient(torch.autograd.Function):
         grads = biased_attention_backward(*(tensor.float() for tensor in inputs), logsumexp, scale, ctx.block_rows,
                                           recentre=output.dtype != torch.float32)
         return (*(grad.to(tensor.dtype) for grad, tensor in zip(grads, (query, key, value, bias))), None, None)
+
+
+def flash_forward(ctx, query, key, value, mask, scale: float) -> torch.Tensor:
+    """The CPU flash kernel's output, with what a backward needs kept in `ctx`: the inputs, the output, its log-sum-exp
+    and the scale."""
+    output, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        query, key, value, attn_mask=mask, scale=scale
+    )
+    ctx.save_for_backward(query, key, value, mask, output, logsumexp)
+    ctx.scale = scale
+    return output
 
 
 def math_path_gradients(ctx, grad_output, query, key, value, mask) -> tuple:
@@ -95,12 +102,7 @@ class HalfPrecisionSdpa(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, query, key, value, mask, scale: float):
-        output, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            query, key, value, attn_mask=mask, scale=scale
-        )
-        ctx.save_for_backward(query, key, value, mask, output, logsumexp)
-        ctx.scale = scale
-        return output
+        return flash_forward(ctx, query, key, value, mask, scale)
 
     @staticmethod
     def backward(ctx, grad_output):

@@ -17,14 +17,13 @@ import contextlib
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from benchmark_speed import TWO_MODALITIES, WIDE, cpu_name, posattn_case  # noqa: E402
+from benchmark_speed import TWO_MODALITIES, WIDE, cpu_name, posattn_case, seconds_per_round  # noqa: E402
 
 ENCODINGS = ("none", "alibi", "relative_bias")
 # the code before half-precision training got its own paths: SDPA's kernels in half precision (for relative_bias its
@@ -98,14 +97,7 @@ def as_before(step):
 
 def interleaved(steps: dict, rounds: int) -> dict:
     """Seconds per case and round; each case's ratio to `none` at its precision and to its encoding in float32."""
-    for step in steps.values():
-        step()  # warm-up
-    seconds = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            seconds[name].append(time.perf_counter() - start)
+    seconds = seconds_per_round(steps, rounds)
     summary = {}
     for name, values in seconds.items():
         encoding = name.split(",")[0]

@@ -133,8 +133,8 @@ def step_fn(model, inputs, train: bool):
     return step
 
 
-def interleaved(cases: dict, baseline: str, rounds: int, steps: int) -> dict:
-    """Time every case once per round, in turn; ratio to `baseline` within each round; median and spread over rounds."""
+def seconds_per_round(cases: dict, rounds: int, steps: int = 1) -> dict:
+    """After one warm-up call each, every case timed once per round, in turn: name -> seconds per step, per round."""
     for step in cases.values():
         step()  # warm-up
     seconds = {name: [] for name in cases}
@@ -144,6 +144,12 @@ def interleaved(cases: dict, baseline: str, rounds: int, steps: int) -> dict:
             for _ in range(steps):
                 step()
             seconds[name].append((time.perf_counter() - start) / steps)
+    return seconds
+
+
+def interleaved(cases: dict, baseline: str, rounds: int, steps: int) -> dict:
+    """Time every case once per round, in turn; ratio to `baseline` within each round; median and spread over rounds."""
+    seconds = seconds_per_round(cases, rounds, steps)
     summary = {}
     for name, values in seconds.items():
         ratios = [value / reference for value, reference in zip(values, seconds[baseline])]
