@@ -5,8 +5,17 @@ import torch
 from torch import nn
 
 from .configuration_posattn import PosAttnConfig
+from .grouped_posattn import (
+    ModalityOrder,
+    affine_width,
+    aligned,
+    bias_inputs,
+    grouped_linear,
+    grouped_path_allowed,
+    stacked_affine,
+)
 from .positional_encodings import ABSOLUTE_POSITION_ENCODINGS, POSITION_FUSIONS, TokenPositions
-from .stems import build_stem
+from .stems import LinearStem, build_stem
 
 
 class PosAttnEmbeddings(nn.Module):
@@ -47,7 +56,11 @@ class PosAttnEmbeddings(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def embed_content(
-        self, input_values: torch.Tensor | None, input_ids: torch.Tensor | None, positions: TokenPositions
+        self,
+        input_values: torch.Tensor | None,
+        input_ids: torch.Tensor | None,
+        positions: TokenPositions,
+        order: ModalityOrder | None = None,
     ) -> torch.Tensor:
         """`(B, L, H)`: every token's stem output (or token embedding), normalised per modality when `unit_scale`, plus
         its modality's embedding."""
@@ -57,7 +70,11 @@ class PosAttnEmbeddings(nn.Module):
         # its module needs no masking.
         every_token_own = len(self.content) == 1 and positions.padded is False
         parts = []
-        # Every modality's module runs over the whole packed sequence and zeroes what is not its own: no boolean
+        values = input_values.to(weight.dtype) if input_values is not None else None
+        grouped = self.grouped_linear_stems(values, positions, order)
+        if grouped is not None:
+            parts.append(grouped)
+        # Every other modality's module runs over the whole packed sequence and zeroes what is not its own: no boolean
         # indexing, so no data-dependent shapes (torch.compile and torch.export trace one graph) and no host sync.
         for index, module in enumerate(self.content):
             selected = None if every_token_own else (modality_ids == index) & positions.mask
@@ -66,8 +83,7 @@ class PosAttnEmbeddings(nn.Module):
                     # other modalities' positions hold arbitrary ids: clamp them into the table, then drop them
                     ids = input_ids.clamp(0, module.num_embeddings - 1)
                     parts.append(module(ids) if selected is None else torch.where(selected[..., None], module(ids), 0.0))
-            elif input_values is not None:
-                values = input_values.to(weight.dtype)
+            elif values is not None and (grouped is None or not isinstance(module, LinearStem)):
                 if selected is None and not isinstance(module, nn.Linear):  # only the Linear stem takes no mask
                     selected = positions.mask
                 parts.append(module(values, selected))
@@ -75,6 +91,36 @@ class PosAttnEmbeddings(nn.Module):
         if self.unit_scale:
             return self.normalise_per_modality(content, modality_ids)
         return content + self.modality_embedding(modality_ids)
+
+    def grouped_linear_stems(
+        self, values: torch.Tensor | None, positions: TokenPositions, order: ModalityOrder | None
+    ) -> torch.Tensor | None:
+        """Every Linear stem at once, as one grouped GEMM over the tokens in modality order (`grouped_posattn.py`):
+        `(B, L, H)`, zero at every token that is not a real token of a Linear-stem modality. Each row keeps only its
+        own modality's columns (`where`: whatever the others hold, even NaN, cannot reach it). None where the path does
+        not run (one modality, tracing, not on CPU, no Linear stem, widths grouped_mm cannot take)."""
+        stems = [module if isinstance(module, LinearStem) else None for module in self.content]
+        if order is None or values is None or not any(stems):
+            return None
+        hidden_size = self.modality_embedding.weight.shape[-1]
+        columns = max(stem.in_features for stem in stems if stem is not None)
+        if not aligned(hidden_size):
+            return None
+        weights = [stem.weight if stem else None for stem in stems]
+        weight = stacked_affine(weights, [stem.bias if stem else None for stem in stems], columns, hidden_size, values)
+        # Each row's own columns and its bias's column of ones; none for padding (the last row) or another stem's modality
+        width = affine_width(columns)
+        column = torch.arange(width, device=values.device)
+        own_columns = torch.stack(
+            [(column < (stem.in_features if stem else 0)) | ((column == columns) & (stem is not None)) for stem in stems]
+            + [column < 0]
+        )
+        row_kind = torch.where(order.sort(positions.mask), order.sorted_ids, len(stems))
+        features = values[..., :columns]
+        rows = order.sort(torch.cat((features, bias_inputs(features, columns)), dim=-1))
+        # a row of zeros (another modality's token, padding) maps to exactly zero: the bias is inside the GEMM
+        embedded = grouped_linear(torch.where(own_columns.index_select(0, row_kind), rows, 0.0), weight, order)
+        return order.unsort(embedded, positions.mask.shape)
 
     def encode_positions(self, content: torch.Tensor, positions: TokenPositions) -> torch.Tensor:
         """`(B, L, H)` absolute encoding, RMS-normalised when `unit_scale`. An encoding of the position alone
@@ -106,6 +152,13 @@ class PosAttnEmbeddings(nn.Module):
         scale = nn.functional.embedding(modality_ids, self.content_norm_weight)
         return torch.addcmul(nn.functional.embedding(modality_ids, shift), normalised, scale)
 
+    def modality_order(self, positions: TokenPositions) -> ModalityOrder | None:
+        """The batch's tokens in modality order, for per-modality maps as one grouped GEMM (`grouped_posattn.py`), where
+        that path runs: several modalities, eager execution on CPU."""
+        if len(self.content) == 1 or not grouped_path_allowed(self.modality_embedding.weight):
+            return None
+        return ModalityOrder.of(positions.modality_ids, len(self.content))
+
     def forward(
         self,
         input_values: torch.Tensor | None,
@@ -115,12 +168,14 @@ class PosAttnEmbeddings(nn.Module):
         mask_embedding: torch.Tensor | None = None,
     ) -> torch.Tensor:
         modality_ids = positions.modality_ids
-        hidden_states = self.embed_content(input_values, input_ids, positions)
+        order = self.modality_order(positions)
+        hidden_states = self.embed_content(input_values, input_ids, positions, order)
         if mask_positions is not None:
             # Masked-reconstruction pretraining: a masked token keeps its modality and position but its content is the
             # modality's learned mask embedding (wav2vec 2.0's `masked_spec_embed`), not zeros.
             masked = nn.functional.embedding(modality_ids, mask_embedding + self.modality_embedding.weight)
             hidden_states = torch.where(mask_positions[..., None], masked.to(hidden_states.dtype), hidden_states)
         if self.position_encoding is not None:
-            hidden_states = self.fusion(hidden_states, self.encode_positions(hidden_states, positions), modality_ids)
+            encoding = self.encode_positions(hidden_states, positions)
+            hidden_states = self.fusion(hidden_states, encoding, modality_ids, order)
         return self.dropout(hidden_states)

@@ -26,6 +26,7 @@ from .bias_posattn import (  # noqa: F401  (re-exported: the bias encodings live
     dense_attention_bias,
     flex_score_mod,
 )
+from .grouped_posattn import ModalityOrder, affine_width, aligned, bias_inputs, grouped_linear, stacked_affine
 from .rotary_posattn import RotaryPositionEncoding, TimeRotaryPositionEncoding
 
 
@@ -258,7 +259,9 @@ class AddFusion(nn.Module):
     def __init__(self, config: PosAttnConfig):
         super().__init__()
 
-    def forward(self, content: torch.Tensor, encoding: torch.Tensor, modality_ids: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, content: torch.Tensor, encoding: torch.Tensor, modality_ids: torch.Tensor, order: ModalityOrder | None = None
+    ) -> torch.Tensor:
         return content + encoding
 
 
@@ -270,7 +273,9 @@ class ConcatFusion(nn.Module):
         super().__init__()
         self.projection = nn.Linear(2 * config.hidden_size, config.hidden_size)
 
-    def forward(self, content: torch.Tensor, encoding: torch.Tensor, modality_ids: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, content: torch.Tensor, encoding: torch.Tensor, modality_ids: torch.Tensor, order: ModalityOrder | None = None
+    ) -> torch.Tensor:
         return self.projection(torch.cat((content, encoding), dim=-1))
 
 
@@ -282,27 +287,38 @@ class GatedFusion(nn.Module):
         super().__init__()
         self.gates = nn.ModuleList(nn.Linear(2 * config.hidden_size, config.hidden_size) for _ in config.modality_names)
 
-    def forward(self, content: torch.Tensor, encoding: torch.Tensor, modality_ids: torch.Tensor) -> torch.Tensor:
-        gate_logits = select_per_modality(self.gates, torch.cat((content, encoding), dim=-1), modality_ids)
+    def forward(
+        self, content: torch.Tensor, encoding: torch.Tensor, modality_ids: torch.Tensor, order: ModalityOrder | None = None
+    ) -> torch.Tensor:
+        gate_logits = select_per_modality(self.gates, torch.cat((content, encoding), dim=-1), modality_ids, order)
         return content + torch.sigmoid(gate_logits) * encoding
 
 
 POSITION_FUSIONS: dict[str, type[nn.Module]] = {"add": AddFusion, "concat": ConcatFusion, "gated": GatedFusion}
 
 
-def select_per_modality(linears: nn.ModuleList, inputs: torch.Tensor, modality_ids: torch.Tensor) -> torch.Tensor:
-    """`linears[m](inputs)` at every token of modality `m`, as one batched computation: the M linear maps stacked into
-    one `(M * out, in)` matrix, applied to every token, and each token's own block picked by `torch.gather`.
+def select_per_modality(
+    linears: nn.ModuleList, inputs: torch.Tensor, modality_ids: torch.Tensor, order: ModalityOrder | None = None
+) -> torch.Tensor:
+    """`linears[m](inputs)` at every token of modality `m`.
 
-    It costs M times the FLOPs of the per-modality calls, but has no boolean indexing (no data-dependent shapes, no host
-    sync, no gather/scatter copies of the tokens): one graph for torch.compile and torch.export. M is the number of
-    modalities (a handful); gathering a `(2H, H)` matrix per token instead would need L x 2H x H memory.
+    Given the batch's `order` (eager CPU: `grouped_posattn.py`), one grouped GEMM over the tokens in modality order:
+    one map's cost. Otherwise, as one batched computation: the M linear maps stacked into one `(M * out, in)` matrix,
+    applied to every token, and each token's own block picked by `torch.gather`. That costs M times the FLOPs, but has
+    no data-dependent shape: one graph for torch.compile and torch.export. (Gathering a `(2H, H)` matrix per token
+    instead would need L x 2H x H memory.)
     """
     if len(linears) == 1:
         return linears[0](inputs)
+    out_dim = linears[0].out_features
+    if order is not None and aligned(out_dim):
+        columns = inputs.shape[-1]
+        weights, biases = [linear.weight for linear in linears], [linear.bias for linear in linears]
+        weight = stacked_affine(weights, biases, columns, out_dim, inputs)
+        rows = order.sort(torch.cat((inputs, bias_inputs(inputs, columns)), dim=-1))
+        return order.unsort(grouped_linear(rows, weight, order), modality_ids.shape)
     weight = torch.cat([linear.weight for linear in linears])
     bias = torch.cat([linear.bias for linear in linears])
-    out_dim = linears[0].out_features
     every = nn.functional.linear(inputs, weight, bias).unflatten(-1, (len(linears), out_dim))  # (B, L, M, out)
     index = modality_ids.clamp(0, len(linears) - 1)[..., None, None].expand(*modality_ids.shape, 1, out_dim)
     return every.gather(-2, index).squeeze(-2)

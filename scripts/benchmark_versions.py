@@ -32,6 +32,9 @@ from benchmark_speed import ONE_MODALITY, TWO_MODALITIES, WIDE, cpu_name  # noqa
 SMALL = json.loads((ROOT / "configuration" / "posattn-small.json").read_text())
 SMALL = {key: SMALL[key] for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")}
 RICH = dict(absolute_position_encoding="multiscale", position_fusion="gated", relative_position_encoding="time_rope")
+# audio, video and two sensors, each on its own clock: the per-modality maps (stems, gate) four times over
+FOUR_MODALITIES = {**TWO_MODALITIES, "accelerometer": {"input_dim": 6, "sampling_rate": 50.0},
+                   "eeg": {"input_dim": 16, "sampling_rate": 250.0}}
 BIAS = dict(absolute_position_encoding="none")
 # name: (modalities, tokens per sample, samples, model settings, training step?[, ragged?]); ragged: sample k of B has
 # 1 - k / (2B) of the tokens, so the batch is padded
@@ -41,6 +44,9 @@ CASES = {
     "rope@8x512": (ONE_MODALITY, 512, 8, dict(SMALL, absolute_position_encoding="none", relative_position_encoding="rope"), True),
     "rich@8x512": (TWO_MODALITIES, 512, 8, dict(SMALL, **RICH), True),
     "rich@8x512 inference": (TWO_MODALITIES, 512, 8, dict(SMALL, **RICH), False),
+    "rich@8x512 padded": (TWO_MODALITIES, 512, 8, dict(SMALL, **RICH), True, True),
+    "rich wide@8x512": (TWO_MODALITIES, 512, 8, dict(WIDE, **RICH), True),
+    "rich 4 modalities@8x512": (FOUR_MODALITIES, 512, 8, dict(SMALL, **RICH), True),
     "alibi@4096": (TWO_MODALITIES, 4096, 1, dict(WIDE, **BIAS, relative_position_encoding="alibi"), True),
     "relative_bias@4096": (TWO_MODALITIES, 4096, 1, dict(WIDE, **BIAS, relative_position_encoding="relative_bias"), True),
     "relative_bias@8x512": (TWO_MODALITIES, 512, 8, dict(WIDE, **BIAS, relative_position_encoding="relative_bias"), True),
@@ -74,7 +80,8 @@ def model_classes(package: str) -> SimpleNamespace:
 
 def build(package: SimpleNamespace, modalities: dict, length: int, batch_size: int, settings: dict, ragged: bool = False):
     """A model of `package` (sdpa, no dropout) and a packed batch of `batch_size` samples of `length` tokens (80/20 with
-    two modalities), as `benchmark_speed.posattn_case` builds them; `ragged`: sample k has 1 - k / (2B) of them."""
+    two modalities, as `benchmark_speed.posattn_case` builds them; equal shares with more); `ragged`: sample k has
+    1 - k / (2B) of them."""
     import numpy as np
     import torch
 
@@ -87,7 +94,9 @@ def build(package: SimpleNamespace, modalities: dict, length: int, batch_size: i
     samples = []
     for sample in range(batch_size):
         tokens = int(length * (1 - sample / (2 * batch_size))) if ragged else length
-        counts = [tokens] if len(names) == 1 else [int(tokens * 0.8), tokens - int(tokens * 0.8)]
+        shares = [1.0] if len(names) == 1 else [0.8, 0.2] if len(names) == 2 else [1 / len(names)] * len(names)
+        counts = [int(tokens * share) for share in shares[:-1]]
+        counts.append(tokens - sum(counts))
         samples.append({name: rng.normal(size=(count, modalities[name]["input_dim"])).astype("float32")
                         for name, count in zip(names, counts)})
     return model, dict(package.PosAttnProcessor(modalities=modalities)(samples, return_tensors="pt"))

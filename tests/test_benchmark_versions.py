@@ -37,3 +37,11 @@ def test_an_earlier_commit_loads_beside_this_package_and_computes_the_same(tmp_p
     finally:
         for loaded in [key for key in sys.modules if key == name or key.startswith(name + ".")]:
             del sys.modules[loaded]
+
+
+def test_the_four_modality_case_packs_every_modality_into_each_sample():
+    module = load_script(ROOT / "scripts" / "benchmark_versions.py")
+    settings = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    _, batch = module.build(module.model_classes("modeling_posattn"), module.FOUR_MODALITIES, 40, 2, settings)
+    assert batch["modality_ids"].shape == (2, 40) and batch["attention_mask"].all()
+    assert all(set(row.tolist()) == {0, 1, 2, 3} for row in batch["modality_ids"])

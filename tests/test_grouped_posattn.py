@@ -1,0 +1,160 @@
+"""Per-modality maps as one grouped GEMM over the tokens in modality order (`grouped_posattn.py`): the same values and
+gradients as the batched formula, wherever it runs, and the batched formula wherever it cannot."""
+
+import pytest
+import torch
+from torch import nn
+
+import modeling_posattn.embeddings_posattn as embeddings_module
+from modeling_posattn.grouped_posattn import (
+    ModalityOrder,
+    bias_inputs,
+    grouped_linear,
+    grouped_path_allowed,
+    stacked_affine,
+)
+from modeling_posattn.positional_encodings import select_per_modality
+
+from conftest import MODALITIES, assert_same_results, batch_of, build_model, outputs_and_gradients, random_samples
+
+
+@pytest.fixture
+def grouped_calls(monkeypatch):
+    """How many times `grouped_mm` ran."""
+    calls = []
+    original = nn.functional.grouped_mm
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(nn.functional, "grouped_mm", counting)
+    return calls
+
+
+def test_modality_order_is_stable_and_restores_the_batch():
+    modality_ids = torch.tensor([[2, 0, 1, 0], [0, 0, 2, 2]])
+    order = ModalityOrder.of(modality_ids, 4)  # modality 3 has no token
+    assert order.order.tolist() == [1, 3, 4, 5, 2, 0, 6, 7]  # sequence order within each modality
+    assert order.sorted_ids.tolist() == [0, 0, 0, 0, 1, 2, 2, 2]
+    assert order.ends.tolist() == [4, 5, 8, 8] and order.ends.dtype == torch.int32
+    values = torch.randn(2, 4, 3)
+    assert torch.equal(order.sort(values), values.flatten(0, 1)[order.order])
+    assert torch.equal(order.unsort(order.sort(values), modality_ids.shape), values)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_grouped_affine_map_is_each_modalitys_own_linear(dtype):
+    """`stacked_affine` + `bias_inputs` + `grouped_linear` = `linears[m](x)` row by row, a modality with no map gives
+    exact zeros, and every gradient (inputs, weights, biases) is the per-row formula's."""
+    torch.manual_seed(0)
+    linears = [nn.Linear(5, 8).to(dtype), None, nn.Linear(3, 8).to(dtype)]
+    modality_ids = torch.tensor([[2, 0, 1, 0, 2], [1, 0, 2, 2, 0]])
+    order = ModalityOrder.of(modality_ids, 3)
+    inputs = torch.randn(2, 5, 5, dtype=dtype, requires_grad=True)
+    weight = stacked_affine([lin and lin.weight for lin in linears], [lin and lin.bias for lin in linears], 5, 8, inputs)
+    rows = order.sort(torch.cat((inputs, bias_inputs(inputs, 5)), dim=-1))
+    columns = torch.tensor([5, 0, 3]).take(order.sorted_ids)
+    keep = torch.arange(8) < columns[:, None]
+    keep |= (torch.arange(8) == 5) & (columns[:, None] > 0)
+    output = order.unsort(grouped_linear(torch.where(keep, rows, 0.0), weight, order), modality_ids.shape)
+    expected = torch.stack([
+        torch.stack([linears[m](inputs[b, t, : linears[m].in_features]) if linears[m] else torch.zeros(8, dtype=dtype)
+                     for t, m in enumerate(row.tolist())])
+        for b, row in enumerate(modality_ids)
+    ])
+    tolerance = dict(atol=1e-6, rtol=1e-6) if dtype == torch.float32 else dict(atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(output, expected, **tolerance)
+    assert (output[modality_ids == 1] == 0).all()
+    cotangent = torch.randn(output.shape, dtype=dtype)
+    parameters = [inputs, linears[0].weight, linears[0].bias, linears[2].weight, linears[2].bias]
+    got = torch.autograd.grad(output, parameters, cotangent)
+    want = torch.autograd.grad(expected, parameters, cotangent)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **tolerance)
+
+
+@pytest.mark.parametrize("num_modalities", [2, 3])
+def test_select_per_modality_grouped_matches_the_batched_formula(num_modalities, grouped_calls):
+    torch.manual_seed(0)
+    linears = nn.ModuleList(nn.Linear(16, 8) for _ in range(num_modalities))
+    inputs = torch.randn(3, 11, 16, requires_grad=True)
+    modality_ids = torch.randint(0, num_modalities - 1, (3, 11))  # the last modality has no token here
+    batched = select_per_modality(linears, inputs, modality_ids)
+    grouped = select_per_modality(linears, inputs, modality_ids, ModalityOrder.of(modality_ids, num_modalities))
+    assert len(grouped_calls) == 1
+    torch.testing.assert_close(grouped, batched, atol=1e-6, rtol=1e-6)
+    cotangent = torch.randn(batched.shape)
+    parameters = [inputs, *linears.parameters()]
+    for a, b in zip(torch.autograd.grad(grouped, parameters, cotangent), torch.autograd.grad(batched, parameters, cotangent)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_a_width_grouped_mm_cannot_take_uses_the_batched_formula(grouped_calls):
+    linears = nn.ModuleList(nn.Linear(16, 12) for _ in range(2))  # 12 outputs: rows of 24 bytes in bfloat16
+    modality_ids = torch.tensor([[0, 1, 1, 0]])
+    inputs = torch.randn(1, 4, 16)
+    grouped = select_per_modality(linears, inputs, modality_ids, ModalityOrder.of(modality_ids, 2))
+    assert not grouped_calls
+    torch.testing.assert_close(grouped, select_per_modality(linears, inputs, modality_ids))
+
+
+def test_the_grouped_path_runs_only_eagerly_on_cpu_in_grouped_mms_dtypes():
+    assert grouped_path_allowed(torch.zeros(1))
+    assert grouped_path_allowed(torch.zeros(1, dtype=torch.bfloat16))
+    assert not grouped_path_allowed(torch.zeros(1, dtype=torch.float64))  # grouped_mm has no float64
+    assert not grouped_path_allowed(torch.zeros(1, device="meta"))
+    seen = []
+    torch.func.grad(lambda x: (seen.append(grouped_path_allowed(x)), x.sum())[1])(torch.zeros(2))
+    assert seen == [False]
+
+
+STEMS = {
+    "linear": MODALITIES,
+    # a Linear stem beside a conv stem: only the Linear one is grouped
+    "linear and conv": {**MODALITIES, "video": dict(MODALITIES["video"], stem={"type": "conv", "kernel_size": 3})},
+    # widths that are not a multiple of 8, one modality absent from the batch
+    "strided": {**MODALITIES, "audio": dict(MODALITIES["audio"], stem={"type": "linear", "stride": 3})},
+}
+
+
+@pytest.mark.parametrize("stems", list(STEMS))
+@pytest.mark.parametrize("fusion", ["gated", "add"])
+def test_model_with_grouped_maps_matches_the_batched_formula(stems, fusion, grouped_calls, monkeypatch):
+    """A training step of a three-modality model (two feature modalities of different widths, a token modality,
+    padding) gives the same outputs and gradients with the grouped path as with the batched formula."""
+    modalities = STEMS[stems]
+    lengths = ((0, 10, 5), (0, 3, 2), (0, 20, 0)) if stems == "strided" else ((40, 10, 5), (17, 3, 0), (80, 20, 9))
+    inputs = batch_of(random_samples(lengths=lengths), modalities)
+    settings = dict(modalities=modalities, absolute_position_encoding="multiscale", position_fusion=fusion)
+    grouped = outputs_and_gradients(build_model(**settings), inputs)
+    assert len(grouped_calls) == 1 + (fusion == "gated")
+    monkeypatch.setattr(embeddings_module, "grouped_path_allowed", lambda tensor: False)
+    batched = outputs_and_gradients(build_model(**settings), inputs)
+    assert len(grouped_calls) == 1 + (fusion == "gated")
+    assert_same_results(batched, grouped)
+
+
+def test_grouped_maps_under_autocast_match_the_batched_formula(grouped_calls, monkeypatch):
+    inputs = batch_of(random_samples())
+    settings = dict(absolute_position_encoding="multiscale", position_fusion="gated")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        grouped = build_model(**settings)(**inputs).last_hidden_state
+        assert len(grouped_calls) == 2
+        monkeypatch.setattr(embeddings_module, "grouped_path_allowed", lambda tensor: False)
+        batched = build_model(**settings)(**inputs).last_hidden_state
+    assert grouped.dtype == batched.dtype
+    mask = inputs["attention_mask"].bool()
+    torch.testing.assert_close(grouped[mask].float(), batched[mask].float(), atol=3e-2, rtol=3e-2)
+
+
+def test_grouped_linear_under_autocast_computes_in_the_autocast_dtype_as_linear_does():
+    """Autocast casts `linear`'s operands, not grouped_mm's: `grouped_linear` casts them itself."""
+    modality_ids = torch.tensor([[0, 1, 1, 0]])
+    order = ModalityOrder.of(modality_ids, 2)
+    rows, weight = torch.randn(4, 8), torch.randn(2, 16, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = grouped_linear(rows, weight, order)
+        expected = torch.cat([nn.functional.linear(rows[i : i + 1], weight[m]) for i, m in enumerate([0, 0, 1, 1])])
+    assert output.dtype == expected.dtype == torch.bfloat16
+    torch.testing.assert_close(output, expected)
