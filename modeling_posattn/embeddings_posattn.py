@@ -98,7 +98,8 @@ class PosAttnEmbeddings(nn.Module):
         """Every Linear stem at once, as one grouped GEMM over the tokens in modality order (`grouped_posattn.py`):
         `(B, L, H)`, zero at every token that is not a real token of a Linear-stem modality. Each row keeps only its
         own modality's columns (`where`: whatever the others hold, even NaN, cannot reach it). None where the path does
-        not run (one modality, tracing, not on CPU, no Linear stem, widths grouped_mm cannot take)."""
+        not run: no `order` (one modality, or `grouped_path_allowed` said no), no features, no Linear stem, or a hidden
+        size grouped_mm cannot take (not a multiple of 8)."""
         stems = [module if isinstance(module, LinearStem) else None for module in self.content]
         if order is None or values is None or not any(stems):
             return None
@@ -108,12 +109,13 @@ class PosAttnEmbeddings(nn.Module):
             return None
         weights = [stem.weight if stem else None for stem in stems]
         weight = stacked_affine(weights, [stem.bias if stem else None for stem in stems], columns, hidden_size, values)
-        # Each row's own columns and its bias's column of ones; none for padding (the last row) or another stem's modality
+        # Per modality, the columns a row keeps: its stem's features and the bias's column of ones (none for a modality
+        # without a Linear stem); the extra last row, all False, is padding's
         width = affine_width(columns)
         column = torch.arange(width, device=values.device)
+        nothing = column < 0
         own_columns = torch.stack(
-            [(column < (stem.in_features if stem else 0)) | ((column == columns) & (stem is not None)) for stem in stems]
-            + [column < 0]
+            [(column < stem.in_features) | (column == columns) if stem else nothing for stem in stems] + [nothing]
         )
         row_kind = torch.where(order.sort(positions.mask), order.sorted_ids, len(stems))
         features = values[..., :columns]

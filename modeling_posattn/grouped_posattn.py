@@ -22,14 +22,16 @@ GROUPED_COLUMNS = 8
 
 
 def grouped_path_allowed(tensor: torch.Tensor) -> bool:
-    """Whether per-modality maps may run as one grouped GEMM: eager execution on CPU (torch.compile and torch.export
-    trace the batched formula instead), outside `torch.func` transforms, in a dtype grouped_mm takes."""
-    tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting()
+    """Whether per-modality maps may run as one grouped GEMM: eager execution on CPU (torch.compile, torch.export and
+    `torch.jit.trace` trace the batched formula instead), outside `torch.func` transforms and forward-mode AD (grouped_mm
+    has neither a batching rule nor a forward derivative), in a dtype grouped_mm takes."""
+    tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
     return (
         not tracing
         and tensor.device.type == "cpu"
         and tensor.dtype in GROUPED_DTYPES
         and not torch._C._are_functorch_transforms_active()
+        and torch.autograd.forward_ad._current_level < 0
     )
 
 
@@ -110,7 +112,8 @@ def grouped_linear(inputs: torch.Tensor, weight: torch.Tensor, order: ModalityOr
     """`(N, in)` rows in modality order, each through its own modality's `weight[m]` `(out, in)`: `(N, out)`.
 
     Under autocast, operands in the autocast dtype, as `nn.functional.linear` gets them (autocast does not cast
-    grouped_mm)."""
+    grouped_mm). grouped_mm's CPU backward needs a contiguous output gradient: callers hand the output to
+    `ModalityOrder.unsort`, whose backward writes one."""
     if torch.is_autocast_enabled(inputs.device.type):
         dtype = torch.get_autocast_dtype(inputs.device.type)
         inputs, weight = inputs.to(dtype), weight.to(dtype)

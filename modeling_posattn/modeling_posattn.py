@@ -606,7 +606,10 @@ class PosAttnForPreTraining(PosAttnPreTrainedModel):
                 is_modality = (positions.modality_ids == index) & positions.mask
                 reconstruction[..., :width] = torch.where(is_modality[..., None], prediction, reconstruction[..., :width])
                 if return_loss:
-                    error = (prediction.float() - input_values[..., :width].float()).pow(2).mean(dim=-1)
+                    # targets only at selected tokens: padding and other modalities' columns may hold anything, NaN
+                    # included, which a product with `selected` would carry into the loss and every gradient
+                    target = torch.where(selected[..., None], input_values[..., :width].float(), 0.0)
+                    error = (prediction.float() - target).pow(2).mean(dim=-1)
                     losses.append((error * selected).sum() / count.clamp(min=1))
             else:
                 vocab = head.out_features

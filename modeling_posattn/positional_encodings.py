@@ -4,7 +4,8 @@ Every encoding reads one [`TokenPositions`] record, built once per forward pass,
 encodings see the same tokens. Each is one small class behind one of three registries, selected by the config:
 
 - `ABSOLUTE_POSITION_ENCODINGS[config.absolute_position_encoding]`: `(content, positions) -> (B, L, H)`;
-- `POSITION_FUSIONS[config.position_fusion]`: `(content, encoding, modality_ids) -> (B, L, H)`;
+- `POSITION_FUSIONS[config.position_fusion]`: `(content, encoding, modality_ids, order=None) -> (B, L, H)` (`order`:
+  the batch in modality order, for per-modality maps as one grouped GEMM; `grouped_posattn.py`);
 - `RELATIVE_POSITION_ENCODINGS[config.relative_position_encoding]`: either rotary (returns `cos, sin` applied to q/k, so
   fused attention kernels still run; `rotary_posattn.py`) or a score bias (`bias_posattn.py`: `dense_bias` for
   eager/sdpa, `score_mod` for FlexAttention).
@@ -302,8 +303,9 @@ def select_per_modality(
 ) -> torch.Tensor:
     """`linears[m](inputs)` at every token of modality `m`.
 
-    Given the batch's `order` (eager CPU: `grouped_posattn.py`), one grouped GEMM over the tokens in modality order:
-    one map's cost. Otherwise, as one batched computation: the M linear maps stacked into one `(M * out, in)` matrix,
+    Given the batch's `order` (eager CPU: `grouped_posattn.py`; built from these `modality_ids`), one grouped GEMM over
+    the tokens in modality order: one map's cost. Otherwise, or where grouped_mm cannot take the output width (not a
+    multiple of 8), as one batched computation: the M linear maps stacked into one `(M * out, in)` matrix,
     applied to every token, and each token's own block picked by `torch.gather`. That costs M times the FLOPs, but has
     no data-dependent shape: one graph for torch.compile and torch.export. (Gathering a `(2H, H)` matrix per token
     instead would need L x 2H x H memory.)

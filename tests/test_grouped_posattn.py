@@ -136,16 +136,74 @@ def test_model_with_grouped_maps_matches_the_batched_formula(stems, fusion, grou
 
 
 def test_grouped_maps_under_autocast_match_the_batched_formula(grouped_calls, monkeypatch):
+    """A training step under bfloat16 autocast: outputs and every gradient as the batched formula's, to bfloat16's
+    precision (a weight cut from the graph under autocast would leave its gradient None or zero)."""
     inputs = batch_of(random_samples())
     settings = dict(absolute_position_encoding="multiscale", position_fusion="gated")
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        grouped = build_model(**settings)(**inputs).last_hidden_state
+        grouped_out, grouped_grads = outputs_and_gradients(build_model(**settings), inputs)
         assert len(grouped_calls) == 2
         monkeypatch.setattr(embeddings_module, "grouped_path_allowed", lambda tensor: False)
-        batched = build_model(**settings)(**inputs).last_hidden_state
-    assert grouped.dtype == batched.dtype
+        batched_out, batched_grads = outputs_and_gradients(build_model(**settings), inputs)
+    assert grouped_out.dtype == batched_out.dtype
+    torch.testing.assert_close(grouped_out.float(), batched_out.float(), atol=3e-2, rtol=3e-2)
+    assert grouped_grads.keys() == batched_grads.keys()
+    for name, gradient in batched_grads.items():
+        scale = gradient.abs().max().item()
+        torch.testing.assert_close(grouped_grads[name].float(), gradient.float(), atol=0.05 * scale + 1e-6, rtol=0.05, msg=name)
+        assert scale == 0 or grouped_grads[name].abs().max() > 0, name
+
+
+def test_a_hidden_size_grouped_mm_cannot_take_trains_on_the_batched_formula(grouped_calls):
+    """Hidden size 12: bfloat16 rows of 24 bytes, which grouped_mm refuses; stems and gate take the batched formula."""
+    inputs = batch_of(random_samples())
+    model = build_model(hidden_size=12, num_attention_heads=2, absolute_position_encoding="multiscale",
+                        position_fusion="gated")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        hidden, gradients = outputs_and_gradients(model, inputs)
+    assert not grouped_calls
+    assert hidden.isfinite().all() and all(gradient.isfinite().all() for gradient in gradients.values())
+
+
+def test_nothing_outside_a_tokens_own_features_reaches_the_grouped_stems(grouped_calls):
+    """NaN in padding and in the columns past the narrower modality's width: the grouped stems' outputs and gradients
+    are those of the clean batch."""
+    inputs = batch_of(random_samples())
     mask = inputs["attention_mask"].bool()
-    torch.testing.assert_close(grouped[mask].float(), batched[mask].float(), atol=3e-2, rtol=3e-2)
+    audio = mask & (inputs["modality_ids"] == list(MODALITIES).index("audio"))
+    dirty = dict(inputs, input_values=inputs["input_values"].clone())
+    dirty["input_values"][~mask] = float("nan")
+    dirty["input_values"][..., 4:] = torch.where(audio[..., None], float("nan"), dirty["input_values"][..., 4:])
+    clean = outputs_and_gradients(build_model(position_fusion="gated"), inputs)
+    assert grouped_calls
+    assert_same_results(clean, outputs_and_gradients(build_model(position_fusion="gated"), dirty))
+
+
+def test_forward_mode_ad_takes_the_batched_formula(grouped_calls):
+    """grouped_mm has no forward derivative: under `torch.autograd.forward_ad` the batched formula runs."""
+    import torch.autograd.forward_ad as forward_ad
+
+    inputs = batch_of(random_samples())
+    model = build_model(attn_implementation="eager", position_fusion="gated")
+    tangent = torch.randn(inputs["input_values"].shape)
+    with forward_ad.dual_level(), torch.no_grad():
+        dual = forward_ad.make_dual(inputs["input_values"], tangent)
+        output = model(**dict(inputs, input_values=dual)).last_hidden_state
+        assert forward_ad.unpack_dual(output).tangent.isfinite().all()
+    assert not grouped_calls
+
+
+def test_jit_trace_records_the_batched_formula(grouped_calls):
+    inputs = batch_of(random_samples())
+    model = build_model(position_fusion="gated", torchscript=True)
+    keys = ["input_values", "input_ids", "modality_ids", "position_ids", "timestamps", "attention_mask"]
+    with torch.no_grad():
+        traced = torch.jit.trace(model, tuple(inputs[key] for key in keys), check_trace=False, strict=False)
+        assert not grouped_calls
+        other = batch_of(random_samples(seed=1, lengths=((30, 8, 4), (12, 2, 0))))
+        traced_output = traced(*(other[key] for key in keys))
+        traced_output = traced_output["last_hidden_state"] if isinstance(traced_output, dict) else traced_output[0]
+        torch.testing.assert_close(traced_output, model(**other)[0])
 
 
 def test_grouped_linear_under_autocast_computes_in_the_autocast_dtype_as_linear_does():

@@ -2,6 +2,7 @@
 and fine-tuning a classifier from a pretraining checkpoint."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -397,3 +398,26 @@ def test_fine_tuning_refuses_a_checkpoint_with_other_modalities(pretrained):
     with pytest.raises(ValueError, match=r"the checkpoint's modalities \['audio', 'video', 'text'\] differ from the "
                                          r"data's \['audio', 'video'\]"):
         build_model(load_data(data_args, model_args), model_args)
+
+
+def test_values_outside_the_masked_tokens_never_reach_the_loss():
+    """Padding and other modalities' spare columns may hold NaN (the value checks rightly skip them): the loss and every
+    gradient stay finite and equal to those of a clean batch."""
+    batch = batch_of(random_samples())
+    mask = batch["attention_mask"].bool()
+    assert not mask.all()
+    dirty = dict(batch, input_values=batch["input_values"].clone())
+    dirty["input_values"][~mask] = math.nan
+    audio = mask & (batch["modality_ids"] == MODALITIES_INDEX["audio"])
+    dirty["input_values"][..., 4:] = torch.where(audio[..., None], math.nan, dirty["input_values"][..., 4:])
+    results = []
+    for inputs in (batch, dirty):
+        model = pretraining_model().train()
+        output = model(**inputs, mask_positions=mask & (torch.arange(mask.shape[1]) % 3 == 0))
+        output.loss.backward()
+        results.append((output.loss, {name: p.grad for name, p in model.named_parameters() if p.grad is not None}))
+    (clean_loss, clean_grads), (loss, grads) = results
+    assert torch.isfinite(loss)
+    torch.testing.assert_close(loss, clean_loss)
+    for name, gradient in clean_grads.items():
+        torch.testing.assert_close(grads[name], gradient, msg=name)
