@@ -14,7 +14,7 @@ from .grouped_posattn import (
     grouped_path_allowed,
     stacked_affine,
 )
-from .positional_encodings import ABSOLUTE_POSITION_ENCODINGS, POSITION_FUSIONS, TokenPositions
+from .positional_encodings import ABSOLUTE_POSITION_ENCODINGS, POSITION_FUSIONS, GatedFusion, TokenPositions
 from .stems import LinearStem, build_stem
 
 
@@ -54,6 +54,10 @@ class PosAttnEmbeddings(nn.Module):
             else None
         )
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        # a map per modality over every token (a Linear stem, the gated fusion's gate): only then is the batch sorted
+        self.maps_per_modality = len(self.content) > 1 and (
+            any(isinstance(module, LinearStem) for module in self.content) or isinstance(self.fusion, GatedFusion)
+        )
 
     def embed_content(
         self,
@@ -156,8 +160,8 @@ class PosAttnEmbeddings(nn.Module):
 
     def modality_order(self, positions: TokenPositions) -> ModalityOrder | None:
         """The batch's tokens in modality order, for per-modality maps as one grouped GEMM (`grouped_posattn.py`), where
-        that path runs: several modalities, eager execution on CPU."""
-        if len(self.content) == 1 or not grouped_path_allowed(self.modality_embedding.weight):
+        that path runs: several modalities with such maps, eager execution on CPU."""
+        if not self.maps_per_modality or not grouped_path_allowed(self.modality_embedding.weight):
             return None
         return ModalityOrder.of(positions.modality_ids, len(self.content))
 

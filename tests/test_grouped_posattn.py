@@ -216,3 +216,17 @@ def test_grouped_linear_under_autocast_computes_in_the_autocast_dtype_as_linear_
         expected = torch.cat([nn.functional.linear(rows[i : i + 1], weight[m]) for i, m in enumerate([0, 0, 1, 1])])
     assert output.dtype == expected.dtype == torch.bfloat16
     torch.testing.assert_close(output, expected)
+
+
+def test_the_batch_is_sorted_only_for_a_model_with_maps_per_modality(monkeypatch):
+    """Conv stems and additive fusion have no per-modality map over every token: no sort."""
+    sorts = []
+    original = ModalityOrder.of.__func__
+    monkeypatch.setattr(ModalityOrder, "of", classmethod(lambda cls, *args: sorts.append(1) or original(cls, *args)))
+    conv = {name: dict(spec, stem={"type": "conv", "kernel_size": 3}) if "input_dim" in spec else spec
+            for name, spec in MODALITIES.items()}
+    inputs = batch_of(random_samples(), conv)
+    build_model(modalities=conv, position_fusion="add")(**inputs)
+    assert not sorts
+    build_model(modalities=conv, position_fusion="gated")(**inputs)
+    assert len(sorts) == 1
