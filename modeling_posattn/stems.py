@@ -99,14 +99,6 @@ class LinearStem(nn.Linear):
         return torch.where(selected, super().forward(own_frames(values, selected, self.in_features)), 0.0)
 
 
-class FrameLayerNorm(nn.LayerNorm):
-    """LayerNorm over the channels of `(batch, channels, frames)` maps: per frame, so no statistic crosses frames (a
-    BatchNorm would mix padding frames into its statistics)."""
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return super().forward(hidden_states.transpose(1, 2)).transpose(1, 2)
-
-
 class ConvStem(nn.Module):
     r"""Temporal then spatial convolution (ConvTran's embedding, Foumani et al., 2023, DMKD; Disjoint-CNN, 2021).
 
@@ -118,8 +110,13 @@ class ConvStem(nn.Module):
     (ConvTran's `[C, 1]` spatial conv, plus the stride): token j sees frames js..js+s-1 after the temporal conv, i.e.
     a receptive field of s + k - 1 frames centred on the token's own frames.
 
-    Frames outside the modality's real tokens are zeroed before each convolution, so neighbours from other modalities
-    or padding act as zero padding and never leak in.
+    Frames outside the modality's real tokens are zeroed before the temporal convolution, so neighbours from other
+    modalities or padding act as zero padding and never leak in; every other token's output is zeroed at the end.
+
+    The weights are those of the two `Conv1d`s, but the computation keeps frames in `(B, T, channels)` order, so the
+    norms and activations run over contiguous memory without transposes: the temporal filters as one small GEMM over
+    each frame's k-frame window (`unfold`, a view), and the spatial convolution, whose width equals its step, as one
+    Linear over a token's s frames side by side (a view of the same memory).
     """
 
     def __init__(self, spec: dict[str, Any], hidden_size: int, eps: float = 1e-5, act: str = "gelu"):
@@ -128,24 +125,30 @@ class ConvStem(nn.Module):
         self.input_dim, self.stride, self.filters = spec["input_dim"], options["stride"], options["filters"]
         self.in_features = self.stride * self.input_dim
         self.temporal = nn.Conv1d(1, self.filters, options["kernel_size"], padding="same")
-        self.temporal_norm = FrameLayerNorm(self.input_dim * self.filters, eps=eps)
+        self.temporal_norm = nn.LayerNorm(self.input_dim * self.filters, eps=eps)
         self.spatial = nn.Conv1d(self.input_dim * self.filters, hidden_size, self.stride, stride=self.stride)
-        self.spatial_norm = FrameLayerNorm(hidden_size, eps=eps)
+        self.spatial_norm = nn.LayerNorm(hidden_size, eps=eps)
         self.activation = ACT2FN[act]
+
+    def temporal_filters(self, frames: torch.Tensor) -> torch.Tensor:
+        """`(B, T, D)` -> `(B, T, D * F)`, channel `d * F + f` the f-th filter over channel d: the `temporal` Conv1d
+        applied to every channel, with its 'same' padding (`(k - 1) // 2` frames before, the rest after)."""
+        width = self.temporal.kernel_size[0]
+        before = (width - 1) // 2
+        windows = nn.functional.pad(frames, (0, 0, before, width - 1 - before)).unfold(1, width, 1)  # (B, T, D, k)
+        filters = self.temporal.weight.view(self.filters, width).t()
+        return torch.addmm(self.temporal.bias, windows.reshape(-1, width), filters).view(*frames.shape[:2], -1)
 
     def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         batch, length = mask.shape
-        token_mask = mask.unsqueeze(-1).to(values.dtype)
+        selected = mask.bool().unsqueeze(-1)
         # Tokens back to frames: (B, L, s*D) -> (B, L*s, D); the token's frames are contiguous, in order.
-        frames = own_frames(values, mask.bool().unsqueeze(-1), self.in_features)
-        frames = frames.reshape(batch, length * self.stride, self.input_dim)
-        frame_mask = token_mask.repeat_interleave(self.stride, dim=1).transpose(1, 2)  # (B, 1, L*s)
-        # One shared bank of F temporal filters per channel: (B*D, 1, T) -> (B, D*F, T).
-        per_channel = frames.transpose(1, 2).reshape(batch * self.input_dim, 1, -1)
-        hidden = self.temporal(per_channel).reshape(batch, self.input_dim * self.filters, -1)
-        hidden = self.activation(self.temporal_norm(hidden)) * frame_mask
-        hidden = self.activation(self.spatial_norm(self.spatial(hidden)))  # (B, H, L)
-        return hidden.transpose(1, 2) * token_mask
+        frames = own_frames(values, selected, self.in_features).reshape(batch, length * self.stride, self.input_dim)
+        hidden = self.activation(self.temporal_norm(self.temporal_filters(frames)))  # (B, T, D*F)
+        # A token's s frames side by side, frame-major, against the spatial kernel laid out the same way: (H, s * D*F).
+        kernel = self.spatial.weight.transpose(1, 2).reshape(self.spatial.out_channels, -1)
+        hidden = nn.functional.linear(hidden.reshape(batch, length, -1), kernel, self.spatial.bias)
+        return torch.where(selected, self.activation(self.spatial_norm(hidden)), 0.0)
 
 
 class PatchStem(nn.Module):

@@ -36,6 +36,13 @@ RICH = dict(absolute_position_encoding="multiscale", position_fusion="gated", re
 FOUR_MODALITIES = {**TWO_MODALITIES, "accelerometer": {"input_dim": 6, "sampling_rate": 50.0},
                    "eeg": {"input_dim": 16, "sampling_rate": 250.0}}
 BIAS = dict(absolute_position_encoding="none")
+# the shipped recipes' conv stem (configuration/av_digits.json, uea.json): audio frames and image rows at stride 2, and
+# NATOPS's 24 sensor channels at stride 1; lengths below are in frames
+CONV = {"type": "conv", "kernel_size": 8, "filters": 8}
+AV_DIGITS = {"audio": {"input_dim": 40, "sampling_rate": 100.0, "stem": dict(CONV, stride=2)},
+             "image": {"input_dim": 28, "sampling_rate": None, "stem": dict(CONV, stride=2)}}
+NATOPS = {"sensors": {"input_dim": 24, "sampling_rate": 25.0, "stem": dict(CONV, stride=1)}}
+ROTARY = dict(absolute_position_encoding="none")
 # name: (modalities, tokens per sample, samples, model settings, training step?[, ragged?]); ragged: sample k of B has
 # 1 - k / (2B) of the tokens, so the batch is padded
 CASES = {
@@ -47,6 +54,8 @@ CASES = {
     "rich@8x512 padded": (TWO_MODALITIES, 512, 8, dict(SMALL, **RICH), True, True),
     "rich wide@8x512": (TWO_MODALITIES, 512, 8, dict(WIDE, **RICH), True),
     "rich 4 modalities@8x512": (FOUR_MODALITIES, 512, 8, dict(SMALL, **RICH), True),
+    "conv stems (av_digits recipe)@32x148": (AV_DIGITS, 148, 32, dict(SMALL, **ROTARY, relative_position_encoding="time_rope"), True),
+    "conv stem (uea recipe)@16x51": (NATOPS, 51, 16, dict(SMALL, **ROTARY, relative_position_encoding="rope"), True),
     "alibi@4096": (TWO_MODALITIES, 4096, 1, dict(WIDE, **BIAS, relative_position_encoding="alibi"), True),
     "relative_bias@4096": (TWO_MODALITIES, 4096, 1, dict(WIDE, **BIAS, relative_position_encoding="relative_bias"), True),
     "relative_bias@8x512": (TWO_MODALITIES, 512, 8, dict(WIDE, **BIAS, relative_position_encoding="relative_bias"), True),

@@ -186,9 +186,9 @@ def test_conv_stem_matches_a_plain_convolution_of_the_modality():
     batch = batch_of([{"video": frames.numpy()}], STEMMED)
     mask = batch["attention_mask"].bool() & batch["modality_ids"].eq(0)
     padded = torch.cat((frames, torch.zeros(1, 6)))  # zero-filled last group
-    hidden = stem.temporal(padded.T.reshape(6, 1, -1)).reshape(1, 6 * stem.filters, -1)
-    hidden = stem.activation(stem.temporal_norm(hidden))
-    expected = stem.activation(stem.spatial_norm(stem.spatial(hidden)))[0].T
+    hidden = stem.temporal(padded.T.reshape(6, 1, -1)).reshape(1, 6 * stem.filters, -1)  # (1, channels, frames)
+    hidden = stem.activation(stem.temporal_norm(hidden.transpose(1, 2)).transpose(1, 2))  # normalised per frame
+    expected = stem.activation(stem.spatial_norm(stem.spatial(hidden).transpose(1, 2)))[0]
     normalization = PosAttnProcessor(modalities=STEMMED)  # unfitted: no normalisation, values as given
     assert not normalization.normalization
     torch.testing.assert_close(stem(batch["input_values"], mask)[0], expected, atol=1e-5, rtol=1e-5)
@@ -218,3 +218,39 @@ def test_non_finite_value_in_any_frame_of_a_strided_token_is_refused(frame):
     batch["input_values"][sample, token, frame * 4 + 1] = float("nan")  # audio: 4 features per frame, stride 2
     with pytest.raises(ValueError, match=f"Modality 'audio'.*NaN or Inf at sample {sample}, token {token}"):
         model(**batch)
+
+
+def conv_stem_by_transposed_convolutions(stem: ConvStem, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The conv stem as it was computed before its channels-last layout: both `Conv1d`s on `(B, channels, frames)`,
+    each LayerNorm between two transposes, and non-own frames zeroed before the spatial convolution too."""
+    batch, length = mask.shape
+    token_mask = mask.unsqueeze(-1).to(values.dtype)
+    frames = torch.where(mask.unsqueeze(-1), values[..., : stem.in_features], 0.0)
+    frames = frames.reshape(batch, length * stem.stride, stem.input_dim)
+    frame_mask = token_mask.repeat_interleave(stem.stride, dim=1).transpose(1, 2)
+    hidden = stem.temporal(frames.transpose(1, 2).reshape(batch * stem.input_dim, 1, -1))
+    hidden = hidden.reshape(batch, stem.input_dim * stem.filters, -1)
+    hidden = stem.activation(stem.temporal_norm(hidden.transpose(1, 2)).transpose(1, 2)) * frame_mask
+    hidden = stem.spatial(hidden).transpose(1, 2)
+    return stem.activation(stem.spatial_norm(hidden)) * token_mask
+
+
+@pytest.mark.parametrize("kernel_size, stride", [(5, 2), (8, 1), (8, 3), (3, 1)])
+def test_conv_stem_in_frame_order_matches_the_transposed_convolutions(kernel_size, stride):
+    """Same outputs and every parameter's gradient as the two convolutions on transposed frames, on a packed batch with
+    padding and another modality's tokens."""
+    torch.manual_seed(0)
+    stem = ConvStem({"input_dim": 5, "stem": {"type": "conv", "kernel_size": kernel_size, "stride": stride}}, 16)
+    values = torch.randn(3, 11, 5 * stride + 2)
+    mask = torch.rand(3, 11) < 0.7
+    mask[:, -2:] = False  # padding
+    cotangent = torch.randn(3, 11, 16)
+    results = []
+    for formula in (conv_stem_by_transposed_convolutions, ConvStem.forward):
+        output = formula(stem, values, mask)
+        results.append((output, torch.autograd.grad(output, list(stem.parameters()), cotangent)))
+    (expected, expected_grads), (output, grads) = results
+    torch.testing.assert_close(output, expected, atol=1e-5, rtol=1e-5)
+    assert (output[~mask] == 0).all()
+    for name, gradient, expected_gradient in zip(dict(stem.named_parameters()), grads, expected_grads):
+        torch.testing.assert_close(gradient, expected_gradient, atol=1e-5 * expected_gradient.abs().max().item(), rtol=1e-4, msg=name)
