@@ -773,20 +773,30 @@ def test_learned_table_bound_is_checked_without_position_ids():
         model(**inputs)
 
 
+# the shipped recipes' conv stem (unfold and two GEMMs in frame order), strided and not
+CONV_STEMMED = {
+    "video": {"input_dim": 6, "sampling_rate": 25.0, "stem": {"type": "conv", "kernel_size": 8, "filters": 4, "stride": 2}},
+    "audio": {"input_dim": 4, "sampling_rate": 100.0, "stem": {"type": "conv", "kernel_size": 8, "filters": 4}},
+    "text": {"vocab_size": 37, "sampling_rate": None},
+}
 KERNEL_FRIENDLY = [
     dict(absolute_position_encoding="sinusoidal", relative_position_encoding="none"),
     dict(absolute_position_encoding="multiscale", relative_position_encoding="time_rope", position_fusion="gated"),
 ]
 
 
-@pytest.mark.parametrize("encoding", KERNEL_FRIENDLY, ids=lambda e: e["absolute_position_encoding"])
+@pytest.mark.parametrize(
+    "encoding",
+    [*KERNEL_FRIENDLY, dict(modalities=CONV_STEMMED, absolute_position_encoding="none", relative_position_encoding="time_rope")],
+    ids=["sinusoidal", "multiscale", "conv-stems"],
+)
 def test_compile_has_no_graph_breaks(encoding):
     """The classification model traces as one graph, in inference and in training with labels (the value checks that
     sync with the host are skipped while tracing; `validate_inputs` runs them eagerly)."""
     from modeling_posattn import PosAttnForSequenceClassification
 
     model = build_model(PosAttnForSequenceClassification, **encoding)
-    inputs = batch_of(random_samples())
+    inputs = batch_of(random_samples(), model.config.modalities)
     torch._dynamo.reset()
     with torch.no_grad():
         assert torch._dynamo.explain(model)(**inputs).graph_break_count == 0
@@ -856,6 +866,7 @@ EXPORTED = [
     ("PosAttnModel", dict(absolute_position_encoding="sinusoidal")),
     ("PosAttnModel", dict(absolute_position_encoding="none", relative_position_encoding="relative_bias")),
     ("PosAttnForSequenceClassification", KERNEL_FRIENDLY[1]),
+    ("PosAttnModel", dict(modalities=CONV_STEMMED, absolute_position_encoding="none", relative_position_encoding="time_rope")),
 ]
 
 
@@ -864,14 +875,15 @@ def exported_and_batches(class_name, encoding):
     import modeling_posattn
 
     model = build_model(getattr(modeling_posattn, class_name), **encoding)
-    inputs = batch_of(random_samples())
-    other = batch_of(random_samples(seed=1, lengths=((30, 8, 4), (12, 2, 0), (70, 20, 9), (3, 3, 3))))
+    modalities = model.config.modalities
+    inputs = batch_of(random_samples(), modalities)
+    other = batch_of(random_samples(seed=1, lengths=((30, 8, 4), (12, 2, 0), (70, 20, 9), (3, 3, 3))), modalities)
     batch, length = torch.export.Dim("batch", min=1, max=1024), torch.export.Dim("length", min=2, max=65536)
     shapes = {name: {0: batch, 1: length} for name in inputs}
     return model, shapes, inputs, other
 
 
-@pytest.mark.parametrize("class_name, encoding", EXPORTED, ids=["sinusoidal", "relative_bias", "classification"])
+@pytest.mark.parametrize("class_name, encoding", EXPORTED, ids=["sinusoidal", "relative_bias", "classification", "conv-stems"])
 @torch.no_grad()
 def test_torch_export_matches_eager(class_name, encoding):
     model, shapes, inputs, other = exported_and_batches(class_name, encoding)
@@ -884,7 +896,7 @@ ONNX_EXPORTED = [*EXPORTED, ("PosAttnModel", dict(EXPORTED[1][1], attn_implement
 
 
 @pytest.mark.parametrize(
-    "class_name, encoding", ONNX_EXPORTED, ids=["sinusoidal", "relative_bias", "classification", "relative_bias-eager"]
+    "class_name, encoding", ONNX_EXPORTED, ids=["sinusoidal", "relative_bias", "classification", "conv-stems", "relative_bias-eager"]
 )
 @torch.no_grad()
 def test_onnx_export_matches_eager(class_name, encoding):
