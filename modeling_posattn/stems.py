@@ -157,7 +157,9 @@ class PatchStem(nn.Module):
 
     $u_p = \mathrm{GELU}(\mathrm{LN}(W_p\,\mathrm{vec}(\text{patch}_p)))$ for each of the P patches, then $e_j = V[u_1; \dots; u_P]$.
 
-    Each token is embedded from its own frames only, so nothing crosses tokens, modalities or padding.
+    Each token is embedded from its own frames only, so nothing crosses tokens, modalities or padding. The patch
+    embedding's weights are a `Conv2d`'s whose width equals its step, applied as one Linear over every patch's values
+    (the patches cut by a view and one copy of the frames).
     """
 
     def __init__(self, spec: dict[str, Any], hidden_size: int, eps: float = 1e-5, act: str = "gelu"):
@@ -175,9 +177,13 @@ class PatchStem(nn.Module):
     def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         batch, length = mask.shape
         selected = mask.bool().unsqueeze(-1)
-        images = own_frames(values, selected, self.in_features).reshape(batch * length, 1, self.stride, self.input_dim)
-        patches = self.patch_embedding(images).flatten(2).transpose(1, 2)  # (B*L, P, F)
-        patches = self.activation(self.patch_norm(patches)).reshape(batch, length, -1)
+        rows, columns = self.patch_embedding.kernel_size
+        # (B, L, s, D) frames as (row block, row, column block, column) -> (B, L, P, rows * columns), patches row-major
+        image = own_frames(values, selected, self.in_features)
+        image = image.view(batch, length, self.stride // rows, rows, self.input_dim // columns, columns)
+        patches = image.transpose(3, 4).reshape(batch, length, -1, rows * columns)
+        patches = nn.functional.linear(patches, self.patch_embedding.weight.flatten(1), self.patch_embedding.bias)
+        patches = self.activation(self.patch_norm(patches)).flatten(2)  # (B, L, P * F)
         return torch.where(selected, self.projection(patches), 0.0)
 
 

@@ -42,6 +42,9 @@ CONV = {"type": "conv", "kernel_size": 8, "filters": 8}
 AV_DIGITS = {"audio": {"input_dim": 40, "sampling_rate": 100.0, "stem": dict(CONV, stride=2)},
              "image": {"input_dim": 28, "sampling_rate": None, "stem": dict(CONV, stride=2)}}
 NATOPS = {"sensors": {"input_dim": 24, "sampling_rate": 25.0, "stem": dict(CONV, stride=1)}}
+# a spectrogram in 4-frame tokens cut into 2 x 8 patches (no shipped recipe uses the patch stem)
+PATCHES = {"spectrogram": {"input_dim": 40, "sampling_rate": 100.0,
+                           "stem": {"type": "patch", "patch_size": [2, 8], "stride": 4}}}
 ROTARY = dict(absolute_position_encoding="none")
 # name: (modalities, tokens per sample, samples, model settings, training step?[, ragged?]); ragged: sample k of B has
 # 1 - k / (2B) of the tokens, so the batch is padded
@@ -56,6 +59,7 @@ CASES = {
     "rich 4 modalities@8x512": (FOUR_MODALITIES, 512, 8, dict(SMALL, **RICH), True),
     "conv stems (av_digits recipe)@32x148": (AV_DIGITS, 148, 32, dict(SMALL, **ROTARY, relative_position_encoding="time_rope"), True),
     "conv stem (uea recipe)@16x51": (NATOPS, 51, 16, dict(SMALL, **ROTARY, relative_position_encoding="rope"), True),
+    "patch stem@32x400": (PATCHES, 400, 32, dict(SMALL, **ROTARY, relative_position_encoding="rope"), True),
     "alibi@4096": (TWO_MODALITIES, 4096, 1, dict(WIDE, **BIAS, relative_position_encoding="alibi"), True),
     "relative_bias@4096": (TWO_MODALITIES, 4096, 1, dict(WIDE, **BIAS, relative_position_encoding="relative_bias"), True),
     "relative_bias@8x512": (TWO_MODALITIES, 512, 8, dict(WIDE, **BIAS, relative_position_encoding="relative_bias"), True),

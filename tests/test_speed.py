@@ -773,10 +773,10 @@ def test_learned_table_bound_is_checked_without_position_ids():
         model(**inputs)
 
 
-# the shipped recipes' conv stem (unfold and two GEMMs in frame order), strided and not
+# the shipped recipes' conv stem (unfold and two GEMMs in frame order) and the patch stem (a view and a GEMM)
 CONV_STEMMED = {
     "video": {"input_dim": 6, "sampling_rate": 25.0, "stem": {"type": "conv", "kernel_size": 8, "filters": 4, "stride": 2}},
-    "audio": {"input_dim": 4, "sampling_rate": 100.0, "stem": {"type": "conv", "kernel_size": 8, "filters": 4}},
+    "audio": {"input_dim": 4, "sampling_rate": 100.0, "stem": {"type": "patch", "patch_size": [2, 2], "stride": 2}},
     "text": {"vocab_size": 37, "sampling_rate": None},
 }
 KERNEL_FRIENDLY = [

@@ -254,3 +254,32 @@ def test_conv_stem_in_frame_order_matches_the_transposed_convolutions(kernel_siz
     assert (output[~mask] == 0).all()
     for name, gradient, expected_gradient in zip(dict(stem.named_parameters()), grads, expected_grads):
         torch.testing.assert_close(gradient, expected_gradient, atol=1e-5 * expected_gradient.abs().max().item(), rtol=1e-4, msg=name)
+
+
+def patch_stem_by_convolution(stem: PatchStem, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The patch stem as ViT writes it: each token's frames as a one-channel image through the `Conv2d`."""
+    batch, length = mask.shape
+    images = torch.where(mask.unsqueeze(-1), values[..., : stem.in_features], 0.0)
+    images = images.reshape(batch * length, 1, stem.stride, stem.input_dim)
+    patches = stem.patch_embedding(images).flatten(2).transpose(1, 2)  # (B*L, P, F)
+    patches = stem.activation(stem.patch_norm(patches)).reshape(batch, length, -1)
+    return torch.where(mask.unsqueeze(-1), stem.projection(patches), 0.0)
+
+
+@pytest.mark.parametrize("stride, patch_size", [(2, [2, 2]), (4, [2, 3]), (3, [1, 6]), (4, [4, 1])])
+def test_patch_stem_matches_the_patch_convolution(stride, patch_size):
+    """Same outputs and every parameter's gradient as the `Conv2d` over each token's image, patches in row-major
+    order, on a packed batch with padding and another modality's tokens."""
+    torch.manual_seed(0)
+    stem = PatchStem({"input_dim": 6, "stem": {"type": "patch", "patch_size": patch_size, "stride": stride}}, 16)
+    values = torch.randn(3, 7, 6 * stride + 3)
+    mask = torch.rand(3, 7) < 0.7
+    cotangent = torch.randn(3, 7, 16)
+    results = []
+    for formula in (patch_stem_by_convolution, PatchStem.forward):
+        output = formula(stem, values, mask)
+        results.append((output, torch.autograd.grad(output, list(stem.parameters()), cotangent)))
+    (expected, expected_grads), (output, grads) = results
+    torch.testing.assert_close(output, expected, atol=1e-5, rtol=1e-5)
+    for name, gradient, expected_gradient in zip(dict(stem.named_parameters()), grads, expected_grads):
+        torch.testing.assert_close(gradient, expected_gradient, atol=1e-5 * expected_gradient.abs().max().item(), rtol=1e-4, msg=name)
