@@ -108,15 +108,17 @@ class ConvStem(nn.Module):
     $u_{c,f} = \mathrm{GELU}(\mathrm{LN}(w_f * x_{:,c}))$ ('same' padding), then
     $e_j = \mathrm{GELU}(\mathrm{LN}(\sum_{c,f} V_{c,f} * u_{c,f}))$ with V a convolution of width and step s over time
     (ConvTran's `[C, 1]` spatial conv, plus the stride): token j sees frames js..js+s-1 after the temporal conv, i.e.
-    a receptive field of s + k - 1 frames centred on the token's own frames.
+    a receptive field of s + k - 1 frames around the token's own frames ((k - 1) // 2 before them, k // 2 after).
 
     Frames outside the modality's real tokens are zeroed before the temporal convolution, so neighbours from other
     modalities or padding act as zero padding and never leak in; every other token's output is zeroed at the end.
 
     The weights are those of the two `Conv1d`s, but the computation keeps frames in `(B, T, channels)` order, so the
     norms and activations run over contiguous memory without transposes: the temporal filters as one small GEMM over
-    each frame's k-frame window (`unfold`, a view), and the spatial convolution, whose width equals its step, as one
-    Linear over a token's s frames side by side (a view of the same memory).
+    each frame's k-frame window (`unfold`, copied once as the GEMM's operand: k times the frames), and the spatial
+    convolution, whose width equals its step, as one Linear over a token's s frames side by side (a view). The
+    `Conv1d` modules hold the weights (checkpoints load unchanged) but are not called, so hooks or pruning on them do
+    not reach the forward.
     """
 
     def __init__(self, spec: dict[str, Any], hidden_size: int, eps: float = 1e-5, act: str = "gelu"):
@@ -148,7 +150,8 @@ class ConvStem(nn.Module):
         # A token's s frames side by side, frame-major, against the spatial kernel laid out the same way: (H, s * D*F).
         kernel = self.spatial.weight.transpose(1, 2).reshape(self.spatial.out_channels, -1)
         hidden = nn.functional.linear(hidden.reshape(batch, length, -1), kernel, self.spatial.bias)
-        return torch.where(selected, self.activation(self.spatial_norm(hidden)), 0.0)
+        # in the features' dtype: float32 under autocast, as the convolutions' output times a float mask gave it
+        return torch.where(selected, self.activation(self.spatial_norm(hidden)), 0.0).to(values.dtype)
 
 
 class PatchStem(nn.Module):

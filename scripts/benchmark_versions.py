@@ -35,9 +35,9 @@ RICH = dict(absolute_position_encoding="multiscale", position_fusion="gated", re
 # audio, video and two sensors, each on its own clock: the per-modality maps (stems, gate) four times over
 FOUR_MODALITIES = {**TWO_MODALITIES, "accelerometer": {"input_dim": 6, "sampling_rate": 50.0},
                    "eeg": {"input_dim": 16, "sampling_rate": 250.0}}
-BIAS = dict(absolute_position_encoding="none")
+NO_ABSOLUTE = dict(absolute_position_encoding="none")
 # the shipped recipes' conv stem (configuration/av_digits.json, uea.json): audio frames and image rows at stride 2, and
-# NATOPS's 24 sensor channels at stride 1; lengths below are in frames
+# NATOPS's 24 sensor channels at stride 1
 CONV = {"type": "conv", "kernel_size": 8, "filters": 8}
 AV_DIGITS = {"audio": {"input_dim": 40, "sampling_rate": 100.0, "stem": dict(CONV, stride=2)},
              "image": {"input_dim": 28, "sampling_rate": None, "stem": dict(CONV, stride=2)}}
@@ -45,8 +45,8 @@ NATOPS = {"sensors": {"input_dim": 24, "sampling_rate": 25.0, "stem": dict(CONV,
 # a spectrogram in 4-frame tokens cut into 2 x 8 patches (no shipped recipe uses the patch stem)
 PATCHES = {"spectrogram": {"input_dim": 40, "sampling_rate": 100.0,
                            "stem": {"type": "patch", "patch_size": [2, 8], "stride": 4}}}
-ROTARY = dict(absolute_position_encoding="none")
-# name: (modalities, tokens per sample, samples, model settings, training step?[, ragged?]); ragged: sample k of B has
+# name: (modalities, frames per sample (tokens, but for a strided stem: frames / stride), samples, model settings,
+# training step?[, ragged?]); ragged: sample k of B has
 # 1 - k / (2B) of the tokens, so the batch is padded
 CASES = {
     "sinusoidal@8x512": (ONE_MODALITY, 512, 8, SMALL, True),
@@ -57,16 +57,16 @@ CASES = {
     "rich@8x512 padded": (TWO_MODALITIES, 512, 8, dict(SMALL, **RICH), True, True),
     "rich wide@8x512": (TWO_MODALITIES, 512, 8, dict(WIDE, **RICH), True),
     "rich 4 modalities@8x512": (FOUR_MODALITIES, 512, 8, dict(SMALL, **RICH), True),
-    "conv stems (av_digits recipe)@32x148": (AV_DIGITS, 148, 32, dict(SMALL, **ROTARY, relative_position_encoding="time_rope"), True),
-    "conv stem (uea recipe)@16x51": (NATOPS, 51, 16, dict(SMALL, **ROTARY, relative_position_encoding="rope"), True),
-    "patch stem@32x400": (PATCHES, 400, 32, dict(SMALL, **ROTARY, relative_position_encoding="rope"), True),
-    "alibi@4096": (TWO_MODALITIES, 4096, 1, dict(WIDE, **BIAS, relative_position_encoding="alibi"), True),
-    "relative_bias@4096": (TWO_MODALITIES, 4096, 1, dict(WIDE, **BIAS, relative_position_encoding="relative_bias"), True),
-    "relative_bias@8x512": (TWO_MODALITIES, 512, 8, dict(WIDE, **BIAS, relative_position_encoding="relative_bias"), True),
-    "relative_bias@8x512 padded": (TWO_MODALITIES, 512, 8, dict(WIDE, **BIAS, relative_position_encoding="relative_bias"),
+    "conv stems (av_digits recipe)@32x148": (AV_DIGITS, 148, 32, dict(SMALL, **NO_ABSOLUTE, relative_position_encoding="time_rope"), True),
+    "conv stem (uea recipe)@16x51": (NATOPS, 51, 16, dict(SMALL, **NO_ABSOLUTE, relative_position_encoding="rope"), True),
+    "patch stem@32x400": (PATCHES, 400, 32, dict(SMALL, **NO_ABSOLUTE, relative_position_encoding="rope"), True),
+    "alibi@4096": (TWO_MODALITIES, 4096, 1, dict(WIDE, **NO_ABSOLUTE, relative_position_encoding="alibi"), True),
+    "relative_bias@4096": (TWO_MODALITIES, 4096, 1, dict(WIDE, **NO_ABSOLUTE, relative_position_encoding="relative_bias"), True),
+    "relative_bias@8x512": (TWO_MODALITIES, 512, 8, dict(WIDE, **NO_ABSOLUTE, relative_position_encoding="relative_bias"), True),
+    "relative_bias@8x512 padded": (TWO_MODALITIES, 512, 8, dict(WIDE, **NO_ABSOLUTE, relative_position_encoding="relative_bias"),
                                    True, True),
-    "relative_bias@16x64": (TWO_MODALITIES, 64, 16, dict(WIDE, **BIAS, relative_position_encoding="relative_bias"), True),
-    "alibi@8x512 padded": (TWO_MODALITIES, 512, 8, dict(WIDE, **BIAS, relative_position_encoding="alibi"), True, True),
+    "relative_bias@16x64": (TWO_MODALITIES, 64, 16, dict(WIDE, **NO_ABSOLUTE, relative_position_encoding="relative_bias"), True),
+    "alibi@8x512 padded": (TWO_MODALITIES, 512, 8, dict(WIDE, **NO_ABSOLUTE, relative_position_encoding="alibi"), True, True),
 }
 
 

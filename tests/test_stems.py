@@ -235,25 +235,34 @@ def conv_stem_by_transposed_convolutions(stem: ConvStem, values: torch.Tensor, m
     return stem.activation(stem.spatial_norm(hidden)) * token_mask
 
 
-@pytest.mark.parametrize("kernel_size, stride", [(5, 2), (8, 1), (8, 3), (3, 1)])
-def test_conv_stem_in_frame_order_matches_the_transposed_convolutions(kernel_size, stride):
-    """Same outputs and every parameter's gradient as the two convolutions on transposed frames, on a packed batch with
-    padding and another modality's tokens."""
+@pytest.mark.parametrize("kernel_size, stride, input_dim, filters", [(5, 2, 5, 8), (8, 1, 5, 8), (8, 3, 1, 3), (3, 1, 40, 2)])
+def test_conv_stem_in_frame_order_matches_the_transposed_convolutions(kernel_size, stride, input_dim, filters):
+    """Same outputs and gradients (every parameter's and the features') as the two convolutions on transposed frames,
+    on a packed batch with padding and another modality's tokens."""
     torch.manual_seed(0)
-    stem = ConvStem({"input_dim": 5, "stem": {"type": "conv", "kernel_size": kernel_size, "stride": stride}}, 16)
-    values = torch.randn(3, 11, 5 * stride + 2)
+    spec = {"type": "conv", "kernel_size": kernel_size, "stride": stride, "filters": filters}
+    stem = ConvStem({"input_dim": input_dim, "stem": spec}, 16)
+    values = torch.randn(3, 11, input_dim * stride + 2, requires_grad=True)
     mask = torch.rand(3, 11) < 0.7
     mask[:, -2:] = False  # padding
     cotangent = torch.randn(3, 11, 16)
     results = []
     for formula in (conv_stem_by_transposed_convolutions, ConvStem.forward):
         output = formula(stem, values, mask)
-        results.append((output, torch.autograd.grad(output, list(stem.parameters()), cotangent)))
+        results.append((output, torch.autograd.grad(output, [values, *stem.parameters()], cotangent)))
     (expected, expected_grads), (output, grads) = results
     torch.testing.assert_close(output, expected, atol=1e-5, rtol=1e-5)
     assert (output[~mask] == 0).all()
-    for name, gradient, expected_gradient in zip(dict(stem.named_parameters()), grads, expected_grads):
+    for name, gradient, expected_gradient in zip(["input_values", *dict(stem.named_parameters())], grads, expected_grads):
         torch.testing.assert_close(gradient, expected_gradient, atol=1e-5 * expected_gradient.abs().max().item(), rtol=1e-4, msg=name)
+
+
+def test_conv_stem_under_autocast_returns_the_features_dtype():
+    """Under autocast the stem's GEMMs run in bfloat16 but its output keeps the features' float32, as the convolutions'
+    output times a float mask did."""
+    stem = ConvStem({"input_dim": 4, "stem": {"type": "conv", "kernel_size": 3}}, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert stem(torch.randn(2, 5, 4), torch.ones(2, 5, dtype=torch.bool)).dtype == torch.float32
 
 
 def patch_stem_by_convolution(stem: PatchStem, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
