@@ -15,7 +15,7 @@ from .grouped_posattn import (
     stacked_affine,
 )
 from .positional_encodings import ABSOLUTE_POSITION_ENCODINGS, POSITION_FUSIONS, GatedFusion, TokenPositions
-from .stems import LinearStem, build_stem
+from .stems import ConvStem, LinearStem, build_stem
 
 
 class PosAttnEmbeddings(nn.Module):
@@ -90,7 +90,10 @@ class PosAttnEmbeddings(nn.Module):
             elif values is not None and (grouped is None or not isinstance(module, LinearStem)):
                 if selected is None and not isinstance(module, nn.Linear):  # only the Linear stem takes no mask
                     selected = positions.mask
-                parts.append(module(values, selected))
+                if isinstance(module, ConvStem) and positions.token_counts is not None:
+                    parts.append(module(values, selected, own_tokens=positions.token_counts[index]))
+                else:
+                    parts.append(module(values, selected))
         content = sum(parts[1:], parts[0]) if parts else weight.new_zeros(*modality_ids.shape, weight.shape[-1])
         if self.unit_scale:
             return self.normalise_per_modality(content, modality_ids)

@@ -426,6 +426,7 @@ def prepend_token(positions: TokenPositions) -> TokenPositions:
         modality_lengths=pad(positions.modality_lengths, 1),
         padded=positions.padded,
         num_positions=positions.num_positions,
+        token_counts=positions.token_counts,
     )
 
 

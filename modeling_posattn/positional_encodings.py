@@ -45,6 +45,7 @@ class TokenPositions:
             while tracing (unknown: the mask is kept).
         num_positions: more than the largest `position_ids` of a real token, learned in the same sync; None while
             tracing.
+        token_counts: real tokens of each modality in the whole batch, learned in the same sync; None while tracing.
     """
 
     position_ids: torch.Tensor
@@ -54,6 +55,7 @@ class TokenPositions:
     modality_lengths: torch.Tensor
     padded: bool | None = None
     num_positions: int | None = None
+    token_counts: tuple[int, ...] | None = None
 
 
 def modality_one_hot(modality_ids: torch.Tensor, mask: torch.Tensor, num_modalities: int) -> torch.Tensor:

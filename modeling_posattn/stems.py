@@ -118,7 +118,8 @@ class ConvStem(nn.Module):
     each frame's k-frame window (`unfold`, copied once as the GEMM's operand: k times the frames), and the spatial
     convolution, whose width equals its step, as one Linear over a token's s frames side by side (a view). The
     `Conv1d` modules hold the weights (checkpoints load unchanged) but are not called, so hooks or pruning on them do
-    not reach the forward.
+    not reach the forward. Once the batch's count of the modality's tokens is known (the value checks' host sync), only
+    those tokens are embedded (`embed_own_tokens`), not every token of the packed batch.
     """
 
     def __init__(self, spec: dict[str, Any], hidden_size: int, eps: float = 1e-5, act: str = "gelu"):
@@ -132,26 +133,54 @@ class ConvStem(nn.Module):
         self.spatial_norm = nn.LayerNorm(hidden_size, eps=eps)
         self.activation = ACT2FN[act]
 
-    def temporal_filters(self, frames: torch.Tensor) -> torch.Tensor:
-        """`(B, T, D)` -> `(B, T, D * F)`, channel `d * F + f` the f-th filter over channel d: the `temporal` Conv1d
-        applied to every channel, with its 'same' padding (`(k - 1) // 2` frames before, the rest after)."""
+    def filter_windows(self, windows: torch.Tensor) -> torch.Tensor:
+        """`(..., D, k)` windows of k frames per channel -> `(..., D * F)`, channel `d * F + f` the f-th temporal filter
+        over channel d: one GEMM."""
         width = self.temporal.kernel_size[0]
-        before = (width - 1) // 2
-        windows = nn.functional.pad(frames, (0, 0, before, width - 1 - before)).unfold(1, width, 1)  # (B, T, D, k)
         filters = self.temporal.weight.view(self.filters, width).t()
-        return torch.addmm(self.temporal.bias, windows.reshape(-1, width), filters).view(*frames.shape[:2], -1)
+        return torch.addmm(self.temporal.bias, windows.reshape(-1, width), filters).view(*windows.shape[:-2], -1)
 
-    def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def embed_filtered(self, filtered: torch.Tensor) -> torch.Tensor:
+        """`(B, T, D * F)` filtered frames -> `(B, T / s, H)` tokens: norm, activation, then the spatial kernel over
+        each token's s frames side by side, frame-major (its weight laid out the same way: `(H, s * D * F)`)."""
+        hidden = self.activation(self.temporal_norm(filtered))
+        kernel = self.spatial.weight.transpose(1, 2).reshape(self.spatial.out_channels, -1)
+        hidden = nn.functional.linear(hidden.reshape(hidden.shape[0], -1, kernel.shape[1]), kernel, self.spatial.bias)
+        return self.activation(self.spatial_norm(hidden))
+
+    def forward(self, values: torch.Tensor, mask: torch.Tensor, own_tokens: int | None = None) -> torch.Tensor:
+        """`own_tokens`: how many tokens `mask` selects (known after the value checks' host sync): then only they
+        are embedded (`embed_own_tokens`)."""
+        if own_tokens is not None and 0 < own_tokens < mask.numel():
+            return self.embed_own_tokens(values, mask, own_tokens)
         batch, length = mask.shape
         selected = mask.bool().unsqueeze(-1)
         # Tokens back to frames: (B, L, s*D) -> (B, L*s, D); the token's frames are contiguous, in order.
         frames = own_frames(values, selected, self.in_features).reshape(batch, length * self.stride, self.input_dim)
-        hidden = self.activation(self.temporal_norm(self.temporal_filters(frames)))  # (B, T, D*F)
-        # A token's s frames side by side, frame-major, against the spatial kernel laid out the same way: (H, s * D*F).
-        kernel = self.spatial.weight.transpose(1, 2).reshape(self.spatial.out_channels, -1)
-        hidden = nn.functional.linear(hidden.reshape(batch, length, -1), kernel, self.spatial.bias)
+        width = self.temporal.kernel_size[0]
+        before = (width - 1) // 2  # 'same' padding: (k - 1) // 2 frames before, the rest after
+        windows = nn.functional.pad(frames, (0, 0, before, width - 1 - before)).unfold(1, width, 1)  # (B, T, D, k)
         # in the features' dtype: float32 under autocast, as the convolutions' output times a float mask gave it
-        return torch.where(selected, self.activation(self.spatial_norm(hidden)), 0.0).to(values.dtype)
+        return torch.where(selected, self.embed_filtered(self.filter_windows(windows)), 0.0).to(values.dtype)
+
+    def embed_own_tokens(self, values: torch.Tensor, mask: torch.Tensor, own_tokens: int) -> torch.Tensor:
+        """The stem over the modality's `own_tokens` tokens only, put back in place: the packed computation's result
+        for `own_tokens / (B * L)` of its work. Each own frame's window is gathered from the packed frames (zero at
+        every other token) by flat index, zero where it would cross its sample's edges."""
+        batch, length = mask.shape
+        selected = mask.bool().unsqueeze(-1)
+        frames = own_frames(values, selected, self.in_features).reshape(-1, self.input_dim)  # (B * L * s, D)
+        tokens = torch.argsort(~mask.flatten())[:own_tokens]  # own tokens' flat indices (any order: windows go by index)
+        frame_index = (tokens[:, None] * self.stride + torch.arange(self.stride, device=tokens.device)).flatten()
+        width = self.temporal.kernel_size[0]
+        before = (width - 1) // 2
+        neighbour = frame_index[:, None] + torch.arange(-before, width - before, device=tokens.device)  # (n * s, k)
+        per_sample = length * self.stride
+        inside = neighbour.div(per_sample, rounding_mode="floor") == frame_index.div(per_sample, rounding_mode="floor")[:, None]
+        windows = frames.t().index_select(1, neighbour.clamp(0, frames.shape[0] - 1).flatten())  # (D, n * s * k)
+        windows = torch.where(inside.flatten(), windows, 0.0).view(self.input_dim, -1, width).transpose(0, 1)
+        embedded = self.embed_filtered(self.filter_windows(windows)[None])[0].to(values.dtype)  # (own_tokens, H)
+        return embedded.new_zeros(batch * length, embedded.shape[-1]).index_copy(0, tokens, embedded).view(batch, length, -1)
 
 
 class PatchStem(nn.Module):

@@ -115,7 +115,9 @@ def resolve_token_positions(
     # `is_torchdynamo_compiling()`: their host sync would split the graph (and cannot be exported). Validate at the
     # boundary instead, eagerly: `model.validate_inputs(**batch)` (or the processor's output, which is valid by
     # construction). Shapes and dtypes above are still checked while tracing.
-    padded, num_positions = None, None
+    # real tokens per sample and modality; their batch totals ride along in the one host sync below
+    modality_counts = modality_one_hot(token_modality, mask, num_modalities).sum(dim=1)  # (B, M)
+    padded, num_positions, token_counts = None, None, None
     if not values_checks_skipped():
         checks = {name: flags for name, flags in problems.items() if flags is not None}
         # the one host sync of the checks; it also tells whether the batch has padding (the attention mask needs it)
@@ -125,14 +127,14 @@ def resolve_token_positions(
         # derived positions (no `position_ids`) are below seq_len
         highest = (position_ids.masked_fill(~mask, 0).amax().view(1).long() if position_ids is not None
                    else found.new_full((1,), shape[1] - 1))
-        *failed, padded, highest = torch.cat((found, highest)).tolist()
-        padded, num_positions = bool(padded), highest + 1
+        synced = torch.cat((found, highest, modality_counts.sum(0))).tolist()
+        *failed, padded, highest = synced[:-num_modalities]
+        padded, num_positions, token_counts = bool(padded), highest + 1, tuple(synced[-num_modalities:])
         if any(failed):
             first = next(name for name, flag in zip(checks, failed) if flag)
             raise_input_error(first, checks[first], config, modality_ids, input_ids, input_values, checked_positions, width)
 
     modality_ids = modality_ids.masked_fill(~mask, 0)
-    modality_counts = modality_one_hot(modality_ids, mask, num_modalities).sum(dim=1)  # (B, M) real tokens
     if position_ids is None:
         position_ids = (
             checked_positions if checked_positions is not None else default_position_ids(modality_ids, mask, num_modalities)
@@ -144,7 +146,7 @@ def resolve_token_positions(
     start = times.masked_fill(~mask, math.inf).amin(dim=1, keepdim=True)
     timestamps = (times - start).masked_fill(~mask, 0.0).float()
     lengths = modality_counts.gather(1, modality_ids)
-    return TokenPositions(position_ids, timestamps, modality_ids, mask, lengths, padded, num_positions)
+    return TokenPositions(position_ids, timestamps, modality_ids, mask, lengths, padded, num_positions, token_counts)
 
 
 def feature_peaks(input_values: torch.Tensor, width: torch.Tensor, specs: list[dict]) -> torch.Tensor:

@@ -292,3 +292,47 @@ def test_patch_stem_matches_the_patch_convolution(stride, patch_size):
     torch.testing.assert_close(output, expected, atol=1e-5, rtol=1e-5)
     for name, gradient, expected_gradient in zip(dict(stem.named_parameters()), grads, expected_grads):
         torch.testing.assert_close(gradient, expected_gradient, atol=1e-5 * expected_gradient.abs().max().item(), rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("kernel_size, stride", [(8, 2), (3, 1), (7, 3), (1, 1)])
+@pytest.mark.parametrize("layout", ["interleaved", "blocks"])
+def test_conv_stem_over_its_own_tokens_equals_the_packed_batch(kernel_size, stride, layout):
+    """Embedding only the modality's own tokens, gathered across samples, gives the packed computation's outputs and
+    gradients (every parameter's and the features'): windows stop at other modalities' tokens, padding and sample
+    boundaries, also where one sample's last own token and the next one's first are adjacent in the batch."""
+    torch.manual_seed(0)
+    stem = ConvStem({"input_dim": 3, "stem": {"type": "conv", "kernel_size": kernel_size, "stride": stride, "filters": 4}}, 8)
+    values = torch.randn(4, 9, 3 * stride + 1, requires_grad=True)
+    if layout == "interleaved":
+        mask = torch.rand(4, 9) < 0.6
+    else:  # a block of own tokens per sample, then other tokens, then padding
+        mask = torch.zeros(4, 9, dtype=torch.bool)
+        for sample, (start, end) in enumerate([(0, 9), (0, 5), (2, 6), (0, 1)]):
+            mask[sample, start:end] = True
+    mask[0, -1] = mask[1, 0] = True  # adjacent across the boundary of samples 0 and 1
+    cotangent = torch.randn(4, 9, 8)
+    results = []
+    for own_tokens in (None, int(mask.sum())):
+        output = stem(values, mask, own_tokens=own_tokens)
+        results.append((output, torch.autograd.grad(output, [values, *stem.parameters()], cotangent)))
+    (expected, expected_grads), (output, grads) = results
+    torch.testing.assert_close(output, expected, atol=1e-5, rtol=1e-5)
+    assert (output[~mask] == 0).all()
+    for name, gradient, expected_gradient in zip(["input_values", *dict(stem.named_parameters())], grads, expected_grads):
+        torch.testing.assert_close(gradient, expected_gradient, atol=1e-5 * expected_gradient.abs().max().item(), rtol=1e-4, msg=name)
+
+
+def test_the_model_embeds_each_conv_modality_over_its_own_tokens(monkeypatch):
+    """After the value checks' sync the model hands each conv stem its token count (the batch's real tokens of that
+    modality), so only those are embedded; the outputs are the packed computation's."""
+    counts = []
+    original = ConvStem.embed_own_tokens
+    monkeypatch.setattr(ConvStem, "embed_own_tokens", lambda self, v, m, n: counts.append(n) or original(self, v, m, n))
+    model = stemmed_model()
+    batch = batch_of(random_samples(), STEMMED)
+    output = model(**batch).last_hidden_state
+    video = batch["attention_mask"].bool() & batch["modality_ids"].eq(0)
+    assert counts == [int(video.sum())]
+    monkeypatch.setattr(ConvStem, "embed_own_tokens", lambda self, v, m, n: ConvStem.forward(self, v, m))
+    mask = batch["attention_mask"].bool()
+    torch.testing.assert_close(output[mask], model(**batch).last_hidden_state[mask], atol=1e-5, rtol=1e-5)
