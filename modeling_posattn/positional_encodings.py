@@ -45,7 +45,8 @@ class TokenPositions:
             while tracing (unknown: the mask is kept).
         num_positions: more than the largest `position_ids` of a real token, learned in the same sync; None while
             tracing.
-        token_counts: real tokens of each modality in the whole batch, learned in the same sync; None while tracing.
+        token_counts: real tokens of each modality in the whole batch (a CLS token is none of them), learned in the same
+            sync; None while tracing.
     """
 
     position_ids: torch.Tensor

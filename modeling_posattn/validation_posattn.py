@@ -167,9 +167,10 @@ def feature_peaks(input_values: torch.Tensor, width: torch.Tensor, specs: list[d
 
 
 def values_checks_skipped() -> bool:
-    """True while torch.compile or torch.export traces the model: checks on tensor values (a host sync each) are left to
-    an eager call at the boundary (`PosAttnPreTrainedModel.validate_inputs`)."""
-    return is_torchdynamo_compiling() or torch.compiler.is_exporting()
+    """True while torch.compile, torch.export or `torch.jit.trace` traces the model: checks on tensor values (a host
+    sync each) are left to an eager call at the boundary (`PosAttnPreTrainedModel.validate_inputs`), and nothing the
+    sync would learn (padding, positions, token counts) is baked into the trace as a constant."""
+    return is_torchdynamo_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
 
 
 def features_as_float(input_values: torch.Tensor | None) -> torch.Tensor | None:

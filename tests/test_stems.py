@@ -336,3 +336,51 @@ def test_the_model_embeds_each_conv_modality_over_its_own_tokens(monkeypatch):
     monkeypatch.setattr(ConvStem, "embed_own_tokens", lambda self, v, m, n: ConvStem.forward(self, v, m))
     mask = batch["attention_mask"].bool()
     torch.testing.assert_close(output[mask], model(**batch).last_hidden_state[mask], atol=1e-5, rtol=1e-5)
+
+
+TWO_CONV = {
+    "text": {"vocab_size": 37, "sampling_rate": None},
+    "audio": {"input_dim": 4, "sampling_rate": 100.0, "stem": {"type": "conv", "kernel_size": 5, "filters": 4}},
+    "video": {"input_dim": 6, "sampling_rate": 25.0, "stem": {"type": "conv", "kernel_size": 4, "stride": 2, "filters": 3}},
+}
+
+
+@pytest.mark.parametrize("lengths", [((40, 10, 5), (17, 3, 0), (80, 20, 9)), ((0, 10, 5), (0, 3, 2))], ids=["both", "no audio"])
+def test_each_conv_stem_gets_its_own_modalitys_count(lengths, monkeypatch):
+    """Two conv modalities, neither first, with different token counts (or one absent from the batch): each stem is
+    handed its own count, and the model's outputs and gradients are the packed computation's."""
+    counts = []
+    original = ConvStem.embed_own_tokens
+    monkeypatch.setattr(ConvStem, "embed_own_tokens", lambda self, v, m, n: counts.append((self.input_dim, n)) or original(self, v, m, n))
+    batch = batch_of(random_samples(lengths=lengths), TWO_CONV)
+    mask = batch["attention_mask"].bool()
+    own = {dim: int((mask & batch["modality_ids"].eq(index)).sum()) for index, dim in ((1, 4), (2, 6))}
+    results = []
+    for packed in (False, True):
+        if packed:
+            monkeypatch.setattr(ConvStem, "embed_own_tokens", lambda self, v, m, n: ConvStem.forward(self, v, m))
+        torch.manual_seed(0)
+        model = PosAttnModel(tiny_config(modalities=TWO_CONV)).train()
+        hidden = model(**batch).last_hidden_state[mask]
+        hidden.sum().backward()
+        results.append((hidden, {name: p.grad for name, p in model.named_parameters() if p.grad is not None}))
+    assert counts == [(dim, count) for dim, count in own.items() if count]
+    (own_path, own_grads), (packed_path, packed_grads) = results
+    torch.testing.assert_close(own_path, packed_path, atol=1e-5, rtol=1e-5)
+    for name, gradient in packed_grads.items():
+        torch.testing.assert_close(own_grads[name], gradient, atol=1e-5 * gradient.abs().max().item() + 1e-8, rtol=1e-4, msg=name)
+
+
+def test_jit_trace_of_a_conv_stem_model_bakes_in_no_token_count():
+    """`torch.jit.trace` skips the value checks' sync (as torch.compile and torch.export do): the trace takes the packed
+    computation and is right on a batch with other counts."""
+    model = stemmed_model(torchscript=True)
+    batch = batch_of(random_samples(), STEMMED)
+    keys = ["input_values", "input_ids", "modality_ids", "position_ids", "timestamps", "attention_mask"]
+    with torch.no_grad():
+        traced = torch.jit.trace(model, tuple(batch[key] for key in keys), check_trace=False, strict=False)
+        other = batch_of(random_samples(seed=1, lengths=((5, 8, 4), (12, 2, 0))), STEMMED)
+        output = traced(*(other[key] for key in keys))
+        output = output["last_hidden_state"] if isinstance(output, dict) else output[0]
+        mask = other["attention_mask"].bool()
+        torch.testing.assert_close(output[mask], model(**other)[0][mask], atol=1e-5, rtol=1e-5)
