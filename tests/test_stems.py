@@ -220,6 +220,21 @@ def test_non_finite_value_in_any_frame_of_a_strided_token_is_refused(frame):
         model(**batch)
 
 
+def assert_same_stem_results(stem, values, mask, cotangent, reference, candidate):
+    """`candidate(stem, values, mask)` gives `reference`'s output (zero at every other token) and gradients: the
+    features' and every parameter's, each to float error of its own scale."""
+    results = []
+    for formula in (reference, candidate):
+        output = formula(stem, values, mask)
+        results.append((output, torch.autograd.grad(output, [values, *stem.parameters()], cotangent)))
+    (expected, expected_grads), (output, grads) = results
+    torch.testing.assert_close(output, expected, atol=1e-5, rtol=1e-5)
+    assert (output[~mask] == 0).all()
+    for name, gradient, expected_gradient in zip(["input_values", *dict(stem.named_parameters())], grads, expected_grads):
+        tolerance = 1e-5 * expected_gradient.abs().max().item()
+        torch.testing.assert_close(gradient, expected_gradient, atol=tolerance, rtol=1e-4, msg=name)
+
+
 def conv_stem_by_transposed_convolutions(stem: ConvStem, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The conv stem as it was computed before its channels-last layout: both `Conv1d`s on `(B, channels, frames)`,
     each LayerNorm between two transposes, and non-own frames zeroed before the spatial convolution too."""
@@ -246,15 +261,7 @@ def test_conv_stem_in_frame_order_matches_the_transposed_convolutions(kernel_siz
     mask = torch.rand(3, 11) < 0.7
     mask[:, -2:] = False  # padding
     cotangent = torch.randn(3, 11, 16)
-    results = []
-    for formula in (conv_stem_by_transposed_convolutions, ConvStem.forward):
-        output = formula(stem, values, mask)
-        results.append((output, torch.autograd.grad(output, [values, *stem.parameters()], cotangent)))
-    (expected, expected_grads), (output, grads) = results
-    torch.testing.assert_close(output, expected, atol=1e-5, rtol=1e-5)
-    assert (output[~mask] == 0).all()
-    for name, gradient, expected_gradient in zip(["input_values", *dict(stem.named_parameters())], grads, expected_grads):
-        torch.testing.assert_close(gradient, expected_gradient, atol=1e-5 * expected_gradient.abs().max().item(), rtol=1e-4, msg=name)
+    assert_same_stem_results(stem, values, mask, cotangent, conv_stem_by_transposed_convolutions, ConvStem.forward)
 
 
 def test_conv_stem_under_autocast_returns_the_features_dtype():
@@ -281,17 +288,10 @@ def test_patch_stem_matches_the_patch_convolution(stride, patch_size):
     order, on a packed batch with padding and another modality's tokens."""
     torch.manual_seed(0)
     stem = PatchStem({"input_dim": 6, "stem": {"type": "patch", "patch_size": patch_size, "stride": stride}}, 16)
-    values = torch.randn(3, 7, 6 * stride + 3)
+    values = torch.randn(3, 7, 6 * stride + 3, requires_grad=True)
     mask = torch.rand(3, 7) < 0.7
     cotangent = torch.randn(3, 7, 16)
-    results = []
-    for formula in (patch_stem_by_convolution, PatchStem.forward):
-        output = formula(stem, values, mask)
-        results.append((output, torch.autograd.grad(output, list(stem.parameters()), cotangent)))
-    (expected, expected_grads), (output, grads) = results
-    torch.testing.assert_close(output, expected, atol=1e-5, rtol=1e-5)
-    for name, gradient, expected_gradient in zip(dict(stem.named_parameters()), grads, expected_grads):
-        torch.testing.assert_close(gradient, expected_gradient, atol=1e-5 * expected_gradient.abs().max().item(), rtol=1e-4, msg=name)
+    assert_same_stem_results(stem, values, mask, cotangent, patch_stem_by_convolution, PatchStem.forward)
 
 
 @pytest.mark.parametrize("kernel_size, stride", [(8, 2), (3, 1), (7, 3), (1, 1)])
@@ -311,15 +311,9 @@ def test_conv_stem_over_its_own_tokens_equals_the_packed_batch(kernel_size, stri
             mask[sample, start:end] = True
     mask[0, -1] = mask[1, 0] = True  # adjacent across the boundary of samples 0 and 1
     cotangent = torch.randn(4, 9, 8)
-    results = []
-    for own_tokens in (None, int(mask.sum())):
-        output = stem(values, mask, own_tokens=own_tokens)
-        results.append((output, torch.autograd.grad(output, [values, *stem.parameters()], cotangent)))
-    (expected, expected_grads), (output, grads) = results
-    torch.testing.assert_close(output, expected, atol=1e-5, rtol=1e-5)
-    assert (output[~mask] == 0).all()
-    for name, gradient, expected_gradient in zip(["input_values", *dict(stem.named_parameters())], grads, expected_grads):
-        torch.testing.assert_close(gradient, expected_gradient, atol=1e-5 * expected_gradient.abs().max().item(), rtol=1e-4, msg=name)
+    own_tokens = int(mask.sum())
+    assert_same_stem_results(stem, values, mask, cotangent, ConvStem.forward,
+                             lambda stem, values, mask: stem(values, mask, own_tokens=own_tokens))
 
 
 def test_the_model_embeds_each_conv_modality_over_its_own_tokens(monkeypatch):
