@@ -128,6 +128,8 @@ class ConvStem(nn.Module):
         self.input_dim, self.stride, self.filters = spec["input_dim"], options["stride"], options["filters"]
         self.in_features = self.stride * self.input_dim
         self.temporal = nn.Conv1d(1, self.filters, options["kernel_size"], padding="same")
+        # the temporal window: k frames, (k - 1) // 2 of them before the frame (Conv1d's 'same' padding), the rest after
+        self.window, self.frames_before = options["kernel_size"], (options["kernel_size"] - 1) // 2
         self.temporal_norm = nn.LayerNorm(self.input_dim * self.filters, eps=eps)
         self.spatial = nn.Conv1d(self.input_dim * self.filters, hidden_size, self.stride, stride=self.stride)
         self.spatial_norm = nn.LayerNorm(hidden_size, eps=eps)
@@ -136,9 +138,8 @@ class ConvStem(nn.Module):
     def filter_windows(self, windows: torch.Tensor) -> torch.Tensor:
         """`(..., D, k)` windows of k frames per channel -> `(..., D * F)`, channel `d * F + f` the f-th temporal filter
         over channel d: one GEMM."""
-        width = self.temporal.kernel_size[0]
-        filters = self.temporal.weight.view(self.filters, width).t()
-        return torch.addmm(self.temporal.bias, windows.reshape(-1, width), filters).view(*windows.shape[:-2], -1)
+        filters = self.temporal.weight.view(self.filters, self.window).t()
+        return torch.addmm(self.temporal.bias, windows.reshape(-1, self.window), filters).view(*windows.shape[:-2], -1)
 
     def embed_filtered(self, filtered: torch.Tensor) -> torch.Tensor:
         """`(B, T, D * F)` filtered frames -> `(B, T / s, H)` tokens: norm, activation, then the spatial kernel over
@@ -157,9 +158,8 @@ class ConvStem(nn.Module):
         selected = mask.bool().unsqueeze(-1)
         # Tokens back to frames: (B, L, s*D) -> (B, L*s, D); the token's frames are contiguous, in order.
         frames = own_frames(values, selected, self.in_features).reshape(batch, length * self.stride, self.input_dim)
-        width = self.temporal.kernel_size[0]
-        before = (width - 1) // 2  # 'same' padding: (k - 1) // 2 frames before, the rest after
-        windows = nn.functional.pad(frames, (0, 0, before, width - 1 - before)).unfold(1, width, 1)  # (B, T, D, k)
+        padding = (0, 0, self.frames_before, self.window - 1 - self.frames_before)
+        windows = nn.functional.pad(frames, padding).unfold(1, self.window, 1)  # (B, T, D, k)
         # in the features' dtype: float32 under autocast, as the convolutions' output times a float mask gave it
         return torch.where(selected, self.embed_filtered(self.filter_windows(windows)), 0.0).to(values.dtype)
 
@@ -172,13 +172,12 @@ class ConvStem(nn.Module):
         frames = own_frames(values, selected, self.in_features).reshape(-1, self.input_dim)  # (B * L * s, D)
         tokens = torch.argsort(~mask.flatten())[:own_tokens]  # own tokens' flat indices (any order: windows go by index)
         frame_index = (tokens[:, None] * self.stride + torch.arange(self.stride, device=tokens.device)).flatten()
-        width = self.temporal.kernel_size[0]
-        before = (width - 1) // 2
-        neighbour = frame_index[:, None] + torch.arange(-before, width - before, device=tokens.device)  # (n * s, k)
+        offsets = torch.arange(-self.frames_before, self.window - self.frames_before, device=tokens.device)
+        neighbour = frame_index[:, None] + offsets  # (n * s, k)
         per_sample = length * self.stride
         inside = neighbour.div(per_sample, rounding_mode="floor") == frame_index.div(per_sample, rounding_mode="floor")[:, None]
         windows = frames.t().index_select(1, neighbour.clamp(0, frames.shape[0] - 1).flatten())  # (D, n * s * k)
-        windows = torch.where(inside.flatten(), windows, 0.0).view(self.input_dim, -1, width).transpose(0, 1)
+        windows = torch.where(inside.flatten(), windows, 0.0).view(self.input_dim, -1, self.window).transpose(0, 1)
         embedded = self.embed_filtered(self.filter_windows(windows)[None])[0].to(values.dtype)  # (own_tokens, H)
         return embedded.new_zeros(batch * length, embedded.shape[-1]).index_copy(0, tokens, embedded).view(batch, length, -1)
 
