@@ -1,6 +1,5 @@
 """PyTorch PosAttn: a multimodal transformer encoder whose selling point is its positional encodings."""
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,16 +8,13 @@ from safetensors import SafetensorError
 from torch import nn
 
 from transformers import initialization as init
-from transformers.activations import ACT2FN
 from transformers.masking_utils import create_bidirectional_mask
-from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 from transformers.modeling_utils import PreTrainedModel
 from transformers.processing_utils import Unpack
 from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
 from transformers.utils.output_capturing import capture_outputs
 
-from .attention_posattn import attention_function, flex_attention_with_score_mod, query_blocked_attention
 from .configuration_posattn import PosAttnConfig
 from .masking_posattn import compute_mask_positions
 from .embeddings_posattn import PosAttnEmbeddings
@@ -34,21 +30,15 @@ from .validation_posattn import (  # noqa: F401  (re-exported: the model's input
     values_checks_skipped,
 )
 from .bias_posattn import QueryBlockedBias, flex_score_mod
-from .split_attention_posattn import TimeSplitBias, score_bias_for, time_split_attention
+from .split_attention_posattn import score_bias_for
 from .positional_encodings import (
     RELATIVE_POSITION_ENCODINGS,
     ConditionalPositionEncoding,
     MultiScalePositionEncoding,
     TokenPositions,
 )
-from .rotary_posattn import (
-    RotaryAngles,
-    apply_rotary_signed,
-    interleaved_rows,
-    rotate_interleaved,
-    rotation_phasors,
-    signed_sin,
-)
+from .layers_posattn import PosAttnAttention, PosAttnEncoderLayer
+from .rotary_posattn import RotaryAngles, interleaved_rows, rotation_phasors, signed_sin
 
 
 @dataclass
@@ -63,132 +53,6 @@ class PosAttnModelOutput(BaseModelOutputWithPooling):
     """
 
     modality_ids: torch.LongTensor | None = None
-
-
-class PosAttnAttention(nn.Module):
-    """Multi-head self-attention dispatched through transformers' attention interface."""
-
-    def __init__(self, config: PosAttnConfig, layer_idx: int):
-        super().__init__()
-        self.config = config
-        self.layer_idx = layer_idx
-        self.head_dim = config.head_dim
-        self.scaling = self.head_dim**-0.5
-        self.attention_dropout = config.attention_dropout
-        self.is_causal = False
-        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
-        self.k_proj = nn.Linear(config.hidden_size, config.hidden_size)
-        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
-        self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
-
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        position_embeddings: RotaryAngles | None = None,
-        score_mod: Callable | None = None,
-        attention_bias: QueryBlockedBias | None = None,
-        **kwargs: Unpack[TransformersKwargs],
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        input_shape = hidden_states.shape[:-1]
-        hidden_shape = (*input_shape, -1, self.head_dim)
-        rotary = position_embeddings
-        if rotary is not None and rotary.phasors is not None and self.plain_query_key_projections():
-            # q and k come out with their rotation pairs side by side, so each rotation is one complex product; the
-            # same row order in q and k leaves every score q.k unchanged
-            query = self.projection_rows(self.q_proj, hidden_states, rotary.rows).view(hidden_shape)
-            key = self.projection_rows(self.k_proj, hidden_states, rotary.rows).view(hidden_shape)
-            query = rotate_interleaved(query, rotary.phasors).transpose(1, 2)
-            key = rotate_interleaved(key, rotary.phasors).transpose(1, 2)
-        else:
-            query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-            key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-            if rotary is not None:
-                query, key = apply_rotary_signed(query, key, rotary.cos, rotary.signed_sin)
-        value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-
-        if score_mod is not None:
-            attention_interface: Callable = flex_attention_with_score_mod
-            kwargs["score_mod"] = score_mod
-        elif attention_bias is not None:
-            split = isinstance(attention_bias, TimeSplitBias)
-            attention_interface = time_split_attention if split else query_blocked_attention
-            kwargs["attention_bias"] = attention_bias
-        else:
-            attention_interface = attention_function(self.config)
-        attn_output, attn_weights = attention_interface(
-            self,
-            query,
-            key,
-            value,
-            attention_mask,
-            dropout=self.attention_dropout if self.training else 0.0,
-            scaling=self.scaling,
-            **kwargs,
-        )
-        if torch.compiler.is_exporting():
-            # SDPA's export-time output is contiguous after the transpose, so the reshape is traced as a view; ONNX
-            # decomposes SDPA with a float bias into a math graph with other strides, where that view fails.
-            attn_output = attn_output.clone(memory_format=torch.contiguous_format)
-        attn_output = self.o_proj(attn_output.reshape(*input_shape, -1).contiguous())
-        return attn_output, attn_weights
-
-    def plain_query_key_projections(self) -> bool:
-        """Whether q_proj and k_proj are plain Linears without hooks, so their rows may be used directly: an adapter
-        (LoRA), a quantized module or a hook keeps the modules' own forward, with the half-layout rotation."""
-        return all(
-            type(projection) is nn.Linear and not (projection._forward_hooks or projection._forward_pre_hooks)
-            for projection in (self.q_proj, self.k_proj)
-        )
-
-    @staticmethod
-    def projection_rows(projection: nn.Linear, hidden_states: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """`projection(hidden_states)[..., rows]`, computed with the rows of the weight and bias (no copy of q or k)."""
-        weight, bias = projection.weight.index_select(0, rows), projection.bias.index_select(0, rows)
-        return nn.functional.linear(hidden_states, weight, bias)
-
-
-class PosAttnMLP(nn.Module):
-    def __init__(self, config: PosAttnConfig):
-        super().__init__()
-        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.activation_fn = ACT2FN[config.hidden_act]
-        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.activation_fn(self.fc1(hidden_states)))
-
-
-class PosAttnEncoderLayer(GradientCheckpointingLayer):
-    """Pre-norm transformer layer: `x + Attn(LN(x))`, then `x + MLP(LN(x))`."""
-
-    def __init__(self, config: PosAttnConfig, layer_idx: int):
-        super().__init__()
-        self.layer_norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.self_attn = PosAttnAttention(config, layer_idx)
-        self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.mlp = PosAttnMLP(config)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        position_embeddings: RotaryAngles | None = None,
-        score_mod: Callable | None = None,
-        attention_bias: QueryBlockedBias | None = None,
-        **kwargs: Unpack[TransformersKwargs],
-    ) -> torch.Tensor:
-        attn_output, _ = self.self_attn(
-            self.layer_norm1(hidden_states),
-            attention_mask=attention_mask,
-            position_embeddings=position_embeddings,
-            score_mod=score_mod,
-            attention_bias=attention_bias,
-            **kwargs,
-        )
-        hidden_states = hidden_states + self.dropout(attn_output)
-        return hidden_states + self.dropout(self.mlp(self.layer_norm2(hidden_states)))
 
 
 class PosAttnPreTrainedModel(PreTrainedModel):
@@ -367,7 +231,7 @@ class PosAttnModel(PosAttnPreTrainedModel):
         output_modality_ids = positions.modality_ids.masked_fill(~positions.mask, -1)
         if self.cls_token is not None:
             hidden_states = torch.cat((self.cls_token.expand(hidden_states.shape[0], -1, -1), hidden_states), dim=1)
-            positions = prepend_token(positions)
+            positions = positions.with_leading_token()
             output_modality_ids = nn.functional.pad(output_modality_ids, (1, 0), value=-1)
 
         encoding, mask, score_mod, position_embeddings = self.relative_position_encoding, None, None, None
@@ -408,26 +272,6 @@ class PosAttnModel(PosAttnPreTrainedModel):
         return PosAttnModelOutput(
             last_hidden_state=last_hidden_state, pooler_output=pooled, modality_ids=output_modality_ids
         )
-
-
-# Above this estimate a dense (B, heads, L, L) attention tensor is refused with a clear error rather than attempted:
-# the allocation would fail deep inside torch, or worse, push the machine into swap. Raise it if you have the memory.
-def prepend_token(positions: TokenPositions) -> TokenPositions:
-    """Room for a CLS token at index 0, time 0 (it carries no modality; its modality id is unused)."""
-
-    def pad(tensor, value):
-        return nn.functional.pad(tensor, (1, 0), value=value)
-
-    return TokenPositions(
-        position_ids=pad(positions.position_ids, 0),
-        timestamps=pad(positions.timestamps, 0.0),
-        modality_ids=pad(positions.modality_ids, 0),
-        mask=pad(positions.mask, True),
-        modality_lengths=pad(positions.modality_lengths, 1),
-        padded=positions.padded,
-        num_positions=positions.num_positions,
-        token_counts=positions.token_counts,
-    )
 
 
 class PosAttnForSequenceClassification(PosAttnPreTrainedModel):

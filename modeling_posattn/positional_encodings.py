@@ -27,7 +27,7 @@ from .bias_posattn import (  # noqa: F401  (re-exported: the bias encodings live
     dense_attention_bias,
     flex_score_mod,
 )
-from .grouped_posattn import ModalityOrder, affine_width, aligned, bias_inputs, grouped_linear, stacked_affine
+from .grouped_posattn import ModalityOrder, aligned, bias_inputs, grouped_linear, stacked_affine
 from .rotary_posattn import RotaryPositionEncoding, TimeRotaryPositionEncoding
 
 
@@ -57,6 +57,23 @@ class TokenPositions:
     padded: bool | None = None
     num_positions: int | None = None
     token_counts: tuple[int, ...] | None = None
+
+    def with_leading_token(self) -> "TokenPositions":
+        """Room for a CLS token at index 0, time 0 (it carries no modality; its modality id is unused)."""
+
+        def pad(tensor, value):
+            return nn.functional.pad(tensor, (1, 0), value=value)
+
+        return TokenPositions(
+            position_ids=pad(self.position_ids, 0),
+            timestamps=pad(self.timestamps, 0.0),
+            modality_ids=pad(self.modality_ids, 0),
+            mask=pad(self.mask, True),
+            modality_lengths=pad(self.modality_lengths, 1),
+            padded=self.padded,
+            num_positions=self.num_positions,
+            token_counts=self.token_counts,
+        )
 
 
 def modality_one_hot(modality_ids: torch.Tensor, mask: torch.Tensor, num_modalities: int) -> torch.Tensor:

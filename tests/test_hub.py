@@ -43,9 +43,9 @@ PACKAGE_DIR = REPO_ROOT / "modeling_posattn"
 MODEL_CODE = {
     "configuration_posattn.py", "modeling_posattn.py", "positional_encodings.py", "masking_posattn.py", "stems.py",
     "validation_posattn.py", "attention_posattn.py", "rotary_posattn.py", "embeddings_posattn.py", "bias_posattn.py",
-    "split_attention_posattn.py", "grouped_posattn.py",
+    "split_attention_posattn.py", "grouped_posattn.py", "layers_posattn.py",
 }
-PROCESSOR_CODE = {"processing_posattn.py", "configuration_posattn.py", "stems.py"}
+PROCESSOR_CODE = {"processing_posattn.py", "input_checks_posattn.py", "configuration_posattn.py", "stems.py"}
 MODEL_AUTO_MAP = {
     "AutoConfig": "configuration_posattn.PosAttnConfig",
     "AutoModel": "modeling_posattn.PosAttnModel",

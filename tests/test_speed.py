@@ -943,7 +943,7 @@ def trainer_for(modalities, split, **arguments):
 def test_encoded_splits_are_numpy_rows_that_the_trainer_keeps():
     """Rows are arrays in their stored dtypes (no nested lists, float64 timestamps), the format survives Trainer's
     column removal, and the collated batch equals the one padded from the processor's own rows."""
-    from modeling_posattn.processing_posattn import PACKED_KEYS
+    from modeling_posattn.input_checks_posattn import PACKED_KEYS
 
     lengths = ((40, 10, 5), (17, 3, 0), (80, 20, 9), (3, 1, 1))
     trainer, encoded, processor = trainer_for(tiny_config().modalities, raw_split(tiny_config().modalities, lengths))

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from ..layers_posattn import PosAttnMLP
 from ..modeling_posattn import (
     PosAttnEmbeddings,
-    PosAttnMLP,
     PosAttnPreTrainedModel,
     features_as_float,
     resolve_token_positions,
