@@ -1,6 +1,9 @@
 """scripts/benchmark_compile.py's ceiling: it counts the kernels inductor calls as they are (flash attention, GEMMs), and
 nothing else, and its table reports the speed-up they leave room for."""
 
+import argparse
+
+import pytest
 import torch
 
 from conftest import ROOT, load_script
@@ -21,5 +24,15 @@ def test_compile_table_gives_the_speed_up_and_its_ceiling(tmp_path):
            "first_call_seconds": 12.0, "extern_seconds": 0.08, "ceiling": 1.25}
     module.write({"machine": "test CPU", "rounds": 3, "sinusoidal / train": row}, tmp_path)
     table = (tmp_path / "compile.md").read_text()
-    assert "| sinusoidal / train | 0.100 | 0.090 | 0.90x [0.85-0.95] | 1.11x | 0.080 | 1.25x | 12 |" in table
+    assert "| sinusoidal / train | 0.1000 | 0.0900 | 0.90x [0.85-0.95] | 1.11x | 0.0800 | 1.25x | 12 |" in table
     assert (tmp_path / "compile.json").exists()
+
+
+def test_batch_shapes_are_parsed_and_named_in_the_rows():
+    module = load_script(ROOT / "scripts" / "benchmark_compile.py")
+    assert module.batch_shape("8x64") == (8, 64) and module.batch_shape("1X512") == (1, 512)
+    for bad in ("8", "8x", "ax64", "0x64", "8x1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            module.batch_shape(bad)
+    assert module.row_label("sinusoidal", (8, 512), "train") == "sinusoidal / train"
+    assert module.row_label("sinusoidal", (1, 64), "inference") == "sinusoidal @ 1 x 64 / inference"
