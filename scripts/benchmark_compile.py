@@ -65,6 +65,9 @@ def main():
     for name, shape in ((name, shape) for shape in args.shapes for name in args.encodings):
         modalities, settings = ENCODINGS[name]
         model, inputs = posattn_case(modalities, shape[1], shape[0], **small, **settings)
+        # dynamo keys its cache on the forward's code, shared by every model here: without a reset the models of a
+        # few shapes exceed its recompile limit (8), which fullgraph=True turns into an error
+        torch._dynamo.reset()
         compiled = torch.compile(model, fullgraph=True)
         # inductor's freezing: the weights become constants of the graph (inference only, the weights must not change)
         frozen = torch.compile(model, fullgraph=True, options={"freezing": True})
