@@ -36,6 +36,7 @@ def checked_features(value, spec, where, finite: bool = True) -> np.ndarray:
         )
     return array
 
+
 def checked_token_ids(value, spec, where) -> np.ndarray:
     """A 1-D int64 array of ids inside the modality's vocabulary."""
     try:
@@ -51,6 +52,7 @@ def checked_token_ids(value, spec, where) -> np.ndarray:
     if array.min() < 0 or array.max() >= spec["vocab_size"]:
         raise ValueError(f"{where}: token ids must lie in [0, {spec['vocab_size']}), got {array.min()}..{array.max()}.")
     return array.astype(np.int64)
+
 
 def checked_times(value, length, where) -> np.ndarray:
     """A modality's own timestamps: one finite, non-negative, non-decreasing float64 time in seconds per token."""

@@ -37,7 +37,7 @@ from .positional_encodings import (
     MultiScalePositionEncoding,
     TokenPositions,
 )
-from .layers_posattn import PosAttnAttention, PosAttnEncoderLayer
+from .layers_posattn import PosAttnAttention, PosAttnEncoderLayer, PosAttnMLP  # noqa: F401  (its former home)
 from .rotary_posattn import RotaryAngles, interleaved_rows, rotation_phasors, signed_sin
 
 

@@ -11,7 +11,13 @@ import numpy as np
 from transformers.feature_extraction_utils import BatchFeature, FeatureExtractionMixin
 
 from .configuration_posattn import CLOCKLESS_STEP_SECONDS, MAX_FEATURE_MAGNITUDE, normalize_modality_spec
-from .input_checks_posattn import check_rows, checked_features, checked_times, checked_token_ids
+from .input_checks_posattn import (  # noqa: F401  (PACKED_KEYS re-exported: its former home)
+    PACKED_KEYS,
+    check_rows,
+    checked_features,
+    checked_times,
+    checked_token_ids,
+)
 from .stems import stem_spec, token_feature_dim
 
 RESERVED_KEYS = ("timestamps", "labels", "label")

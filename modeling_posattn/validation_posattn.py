@@ -233,6 +233,8 @@ def raise_input_error(problem, flags, config, modality_ids, input_ids, input_val
     raise ValueError(f"Invalid input ({problem}) at {where}.")
 
 
+# Above this estimate a dense (B, heads, L, L) attention tensor is refused with a clear error rather than attempted:
+# the allocation would fail deep inside torch, or worse, push the machine into swap. Raise it if you have the memory.
 DENSE_ATTENTION_MAX_BYTES = 16 * 2**30
 
 

@@ -21,6 +21,8 @@ def test_good_values_come_back_as_float64_int64_and_float64_arrays():
     assert times.dtype == np.float64 and times.tolist() == [0.0, 0.5, 0.5]
     assert checked_features([], FEATURES, WHERE).shape == (0, 3)
     assert checked_token_ids([], TOKENS, WHERE).shape == (0,)
+    flags = checked_features(np.ones((2, 3), dtype=bool), FEATURES, WHERE)  # booleans are numbers (0/1 features)
+    assert flags.dtype == np.float64 and flags.sum() == 6
 
 
 @pytest.mark.parametrize(
@@ -57,6 +59,7 @@ def test_bad_token_ids_are_refused(value, message):
     "value, message",
     [
         ([0.0, 1.0], "has shape \\(2,\\) but the modality has 3 tokens"),
+        ([[0.0], [1.0], [2.0]], "has shape \\(3, 1\\) but the modality has 3 tokens"),
         ([0.0, np.nan, 1.0], "NaN or Inf"),
         ([-0.5, 0.0, 1.0], ">= 0 seconds"),
         ([0.0, 2.0, 1.0], "position 2 goes back in time"),
@@ -76,6 +79,8 @@ def row(length=2, width=3, **extra):
     [
         ([], ValueError, "empty list"),
         ([row(), [1, 2]], ValueError, "Row 1: expected a packed row"),
+        ([row(), {"input_values": np.zeros((2, 3))}], ValueError, "Row 1: expected a packed row"),
+        ([row(position_ids=np.zeros((2, 1)))], ValueError, "Row 0: `position_ids` has shape \\(2, 1\\), expected \\(2,\\)"),
         ([row(), row(position_ids=np.arange(2))], ValueError, "Row 1 has keys .* but row 0 has"),
         ([row(position_ids=np.arange(3))], ValueError, "Row 0: `position_ids` has shape \\(3,\\), expected \\(2,\\)"),
         ([row(), row(width=4)], ValueError, "Row 1: `input_values` has shape \\(2, 4\\), expected \\(2, 3\\)"),
@@ -90,3 +95,4 @@ def test_rows_of_one_batch_must_agree(rows, error, message):
 
 def test_agreeing_rows_pass_including_flat_features():
     check_rows([row(labels=1), {**row(length=3, labels=0), "input_values": np.zeros(9)}], feature_dim=3)
+    check_rows([row(labels=True), row(labels=False)], feature_dim=3)  # 0/1 targets as booleans

@@ -171,7 +171,7 @@ def test_hidden_states_and_attentions_are_recorded(samples):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Bad input reaching the model directly (the processor's own checks are in test_processing_posattn.py)
+# Bad input reaching the model directly (the processor's own: test_processing_posattn.py, test_input_checks_posattn.py)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
