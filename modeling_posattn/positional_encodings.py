@@ -253,10 +253,28 @@ class MultiScalePositionEncoding(nn.Module):
         return {"angular_frequencies": 2 * math.pi / periods}
 
     def forward(self, content: torch.Tensor, positions: TokenPositions) -> torch.Tensor:
-        angles = positions.timestamps.float().unsqueeze(-1) * self.angular_frequencies
-        gain = nn.functional.embedding(positions.modality_ids, self.gain)
-        encoding = torch.cat((gain * angles.sin(), gain * angles.cos()), dim=-1).to(content.dtype)
+        return self.encode(positions.timestamps, positions.modality_ids, content.dtype)
+
+    def encode(self, times: torch.Tensor, modality_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        angles = times.float().unsqueeze(-1) * self.angular_frequencies
+        gain = nn.functional.embedding(modality_ids, self.gain)
+        encoding = torch.cat((gain * angles.sin(), gain * angles.cos()), dim=-1).to(dtype)
         return self.projection(encoding) if self.projection is not None else encoding
+
+    def rows(self, content: torch.Tensor, positions: TokenPositions) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """`(table, index)` with `forward(...) == table[index]`: one row per distinct (modality, time) of the batch
+        (samples on the same clocks share most of them), found by one sort of an exact int64 key (the modality and the
+        float32 time's bits); None if no pair repeats. Eager CPU only (`num_positions` is known once the value checks ran, i.e. not while
+        tracing): elsewhere `torch.unique` would cost a device sync or a data-dependent shape."""
+        timestamps = positions.timestamps
+        if positions.num_positions is None or timestamps.device.type != "cpu":
+            return None
+        bits = timestamps.float().view(torch.int32).long() & 0xFFFFFFFF
+        distinct, index = torch.unique((positions.modality_ids.long() << 32) | bits, return_inverse=True)
+        if distinct.numel() == index.numel():
+            return None  # no time repeats (one sample, say): per token, without a gather
+        times = (distinct & 0xFFFFFFFF).int().view(torch.float32)
+        return self.encode(times, distinct >> 32, content.dtype), index
 
 
 ABSOLUTE_POSITION_ENCODINGS: dict[str, type[nn.Module] | None] = {

@@ -269,3 +269,52 @@ def test_the_encoding_norm_runs_in_its_own_dtype_under_autocast(absolute):
         hidden = model(**inputs).last_hidden_state
     assert seen == [torch.float32, torch.float32]
     torch.testing.assert_close(hidden.float(), expected, atol=0.1, rtol=0.05)
+
+
+@pytest.mark.parametrize("fusion, bands, unit_scale", [("gated", None, True), ("add", 8, True), ("gated", 8, False)])
+def test_multiscale_is_computed_once_per_distinct_modality_and_time(fusion, bands, unit_scale, monkeypatch):
+    """In eager CPU execution `multiscale` encodes each distinct (modality, time) of the batch once (and the embeddings
+    RMS-normalise that table), then gathers it per token: outputs and gradients equal the per-token computation, with
+    and without the projection (`2 * bands != hidden`), ragged samples of three modalities."""
+    from conftest import assert_same_results, outputs_and_gradients
+
+    model = build_model(absolute_position_encoding="multiscale", position_fusion=fusion, multiscale_num_bands=bands,
+                        unit_scale_embeddings=unit_scale)
+    encoding = model.embeddings.position_encoding
+    inputs = batch_of(random_samples())  # 3 samples, up to 109 tokens; the same clocks, so times repeat across them
+    encoded, encode = [], MultiScalePositionEncoding.encode
+    monkeypatch.setattr(MultiScalePositionEncoding, "encode",
+                        lambda self, times, *args: encoded.append(times.shape) or encode(self, times, *args))
+    per_row = outputs_and_gradients(model, inputs)
+    mask = inputs["attention_mask"].bool()
+    positions = model.token_positions(inputs["input_values"], inputs["input_ids"], inputs["modality_ids"],
+                                      inputs["position_ids"], inputs["timestamps"], inputs["attention_mask"])
+    pairs = {(int(m), float(t)) for m, t in zip(positions.modality_ids.flatten(), positions.timestamps.flatten())}
+    assert encoded == [(len(pairs),)] and len(pairs) < mask.numel()
+    model.zero_grad()
+    monkeypatch.setattr(type(encoding), "rows", lambda self, content, positions: None)
+    assert_same_results(outputs_and_gradients(model, inputs), per_row)
+
+
+def test_multiscale_rows_tell_apart_the_last_bit_of_a_time_and_the_modality():
+    """The rows' key is exact: times one float32 step apart, and one time in two modalities (whose gains differ), get
+    rows of their own; `table[index]` is the per-token encoding; while tracing (no `num_positions`), or when no pair
+    repeats, there are none."""
+    encoding = MultiScalePositionEncoding(tiny_config())
+    with torch.no_grad():
+        encoding.gain.copy_(torch.arange(encoding.gain.numel(), dtype=torch.float32).view_as(encoding.gain) / 10 + 1)
+    step = float(np.nextafter(np.float32(0.1), np.float32(1)))
+    times = torch.tensor([[0.1, step, 0.1, 0.0, 1e4, 0.1]], dtype=torch.float32)
+    modality_ids = torch.tensor([[0, 0, 1, 2, 0, 0]])
+    positions = TokenPositions(position_ids=torch.zeros_like(modality_ids), timestamps=times, modality_ids=modality_ids,
+                               mask=torch.ones_like(modality_ids, dtype=torch.bool),
+                               modality_lengths=torch.ones_like(modality_ids), num_positions=1)
+    content = torch.zeros(1, 6, tiny_config().hidden_size)
+    table, index = encoding.rows(content, positions)
+    assert table.shape[0] == 5 and index.shape == (1, 6)
+    torch.testing.assert_close(table[index], encoding(content, positions), atol=0, rtol=0)
+    positions.num_positions = None
+    assert encoding.rows(content, positions) is None
+    positions.num_positions = 1
+    positions.timestamps = times.cumsum(-1)  # no pair repeats: per token
+    assert encoding.rows(content, positions) is None
