@@ -131,16 +131,20 @@ class PosAttnEmbeddings(nn.Module):
         embedded = grouped_linear(torch.where(own_columns.index_select(0, row_kind), rows, 0.0), weight, order)
         return order.unsort(embedded, positions.mask.shape)
 
-    def encode_positions(self, content: torch.Tensor, positions: TokenPositions) -> torch.Tensor:
-        """`(B, L, H)` absolute encoding, RMS-normalised when `unit_scale`. An encoding of the position alone
-        (`sinusoidal`, `learned`: a `rows` method) is computed and normalised once per row of its table and gathered,
-        when the table has fewer rows than the batch has tokens."""
+    def encode_positions(
+        self, content: torch.Tensor, positions: TokenPositions
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """`(B, L, H)` absolute encoding, RMS-normalised when `unit_scale`, and its `(table, index)` rows when it was
+        computed from them (else None): an encoding of the position alone (`sinusoidal`, `learned`, `multiscale`: a
+        `rows` method) is computed and normalised once per row of its table and gathered, when the table has fewer rows
+        than the batch has tokens; the fusion may then use the table too."""
         rows = getattr(self.position_encoding, "rows", None)
         rows = rows(content, positions) if rows is not None else None
         if rows is not None and rows[0].shape[0] < positions.mask.numel():
             table, index = rows
-            return nn.functional.embedding(index, self.normalise_encoding(table))
-        return self.normalise_encoding(self.position_encoding(content, positions))
+            table = self.normalise_encoding(table)
+            return nn.functional.embedding(index, table), (table, index)
+        return self.normalise_encoding(self.position_encoding(content, positions)), None
 
     def normalise_encoding(self, encoding: torch.Tensor) -> torch.Tensor:
         """RMS-normalised when `unit_scale`, in the norm's own dtype: under autocast the encoding comes in bfloat16 and
@@ -185,6 +189,6 @@ class PosAttnEmbeddings(nn.Module):
             masked = nn.functional.embedding(modality_ids, mask_embedding + self.modality_embedding.weight)
             hidden_states = torch.where(mask_positions[..., None], masked.to(hidden_states.dtype), hidden_states)
         if self.position_encoding is not None:
-            encoding = self.encode_positions(hidden_states, positions)
-            hidden_states = self.fusion(hidden_states, encoding, modality_ids, order)
+            encoding, rows = self.encode_positions(hidden_states, positions)
+            hidden_states = self.fusion(hidden_states, encoding, modality_ids, order, rows)
         return self.dropout(hidden_states)

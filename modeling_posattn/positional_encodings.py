@@ -4,8 +4,9 @@ Every encoding reads one [`TokenPositions`] record, built once per forward pass,
 encodings see the same tokens. Each is one small class behind one of three registries, selected by the config:
 
 - `ABSOLUTE_POSITION_ENCODINGS[config.absolute_position_encoding]`: `(content, positions) -> (B, L, H)`;
-- `POSITION_FUSIONS[config.position_fusion]`: `(content, encoding, modality_ids, order=None) -> (B, L, H)` (`order`:
-  the batch in modality order, for per-modality maps as one grouped GEMM; `grouped_posattn.py`);
+- `POSITION_FUSIONS[config.position_fusion]`: `(content, encoding, modality_ids, order=None, rows=None) -> (B, L, H)`
+  (`order`: the batch in modality order, for per-modality maps as one grouped GEMM, `grouped_posattn.py`; `rows`: the
+  encoding as `(table, index)`, `encoding == table[index]`, when it was computed once per table row);
 - `RELATIVE_POSITION_ENCODINGS[config.relative_position_encoding]`: either rotary (returns `cos, sin` applied to q/k, so
   fused attention kernels still run; `rotary_posattn.py`) or a score bias (`bias_posattn.py`: `dense_bias` for
   eager/sdpa, `score_mod` for FlexAttention).
@@ -299,7 +300,12 @@ class AddFusion(nn.Module):
         super().__init__()
 
     def forward(
-        self, content: torch.Tensor, encoding: torch.Tensor, modality_ids: torch.Tensor, order: ModalityOrder | None = None
+        self,
+        content: torch.Tensor,
+        encoding: torch.Tensor,
+        modality_ids: torch.Tensor,
+        order: ModalityOrder | None = None,
+        rows: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         return content + encoding
 
@@ -313,9 +319,15 @@ class ConcatFusion(nn.Module):
         self.projection = nn.Linear(2 * config.hidden_size, config.hidden_size)
 
     def forward(
-        self, content: torch.Tensor, encoding: torch.Tensor, modality_ids: torch.Tensor, order: ModalityOrder | None = None
+        self,
+        content: torch.Tensor,
+        encoding: torch.Tensor,
+        modality_ids: torch.Tensor,
+        order: ModalityOrder | None = None,
+        rows: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        return self.projection(torch.cat((content, encoding), dim=-1))
+        projected = map_of_content_and_rows([self.projection], content, rows, modality_ids) if rows else None
+        return self.projection(torch.cat((content, encoding), dim=-1)) if projected is None else projected
 
 
 class GatedFusion(nn.Module):
@@ -327,13 +339,51 @@ class GatedFusion(nn.Module):
         self.gates = nn.ModuleList(nn.Linear(2 * config.hidden_size, config.hidden_size) for _ in config.modality_names)
 
     def forward(
-        self, content: torch.Tensor, encoding: torch.Tensor, modality_ids: torch.Tensor, order: ModalityOrder | None = None
+        self,
+        content: torch.Tensor,
+        encoding: torch.Tensor,
+        modality_ids: torch.Tensor,
+        order: ModalityOrder | None = None,
+        rows: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        gate_logits = select_per_modality(self.gates, torch.cat((content, encoding), dim=-1), modality_ids, order)
+        gate_logits = map_of_content_and_rows(self.gates, content, rows, modality_ids, order) if rows else None
+        if gate_logits is None:
+            gate_logits = select_per_modality(self.gates, torch.cat((content, encoding), dim=-1), modality_ids, order)
         return content + torch.sigmoid(gate_logits) * encoding
 
 
 POSITION_FUSIONS: dict[str, type[nn.Module]] = {"add": AddFusion, "concat": ConcatFusion, "gated": GatedFusion}
+
+
+def map_of_content_and_rows(
+    linears: list[nn.Linear],
+    content: torch.Tensor,
+    rows: tuple[torch.Tensor, torch.Tensor],
+    modality_ids: torch.Tensor,
+    order: ModalityOrder | None = None,
+) -> torch.Tensor | None:
+    r"""`linears[m]([x; p])` at every token of modality m, with the encoding `p = table[index]` given by its `rows`:
+    $W_m[x; p] + b_m = W^x_m x + (W^p_m t_r + b_m)$. The content half runs over the tokens (one map, or one grouped GEMM in
+    modality `order`), the position half once per table row and modality, then is gathered per token: no `[x; p]`
+    copy, and a map over H columns per token instead of 2H. None where that is not less work (as many rows x
+    modalities as tokens), the maps cannot be grouped, or a map is not a plain Linear (an adapter or a hook keeps its
+    own forward)."""
+    table, index = rows
+    count, hidden = len(linears), content.shape[-1]
+    plain = all(type(linear) is nn.Linear and not (linear._forward_hooks or linear._forward_pre_hooks) for linear in linears)
+    groupable = count == 1 or (order is not None and aligned(hidden, linears[0].out_features))
+    if not plain or not groupable or table.shape[0] * count >= modality_ids.numel():
+        return None
+    content_weights = [linear.weight[:, :hidden] for linear in linears]
+    if count == 1:
+        content_half = nn.functional.linear(content, content_weights[0])
+    else:
+        sorted_half = grouped_linear(order.sort(content), torch.stack(content_weights), order)
+        content_half = order.unsort(sorted_half, modality_ids.shape)
+    position_weight = torch.cat([linear.weight[:, hidden:] for linear in linears])
+    per_row = nn.functional.linear(table, position_weight, torch.cat([linear.bias for linear in linears]))  # (R, M * out)
+    token_rows = index if count == 1 else index * count + modality_ids.clamp(0, count - 1)
+    return content_half + nn.functional.embedding(token_rows, per_row.view(-1, linears[0].out_features))
 
 
 def select_per_modality(

@@ -318,3 +318,38 @@ def test_multiscale_rows_tell_apart_the_last_bit_of_a_time_and_the_modality():
     positions.num_positions = 1
     positions.timestamps = times.cumsum(-1)  # no pair repeats: per token
     assert encoding.rows(content, positions) is None
+
+
+@pytest.mark.parametrize("encoding", ["multiscale", "sinusoidal"])
+@pytest.mark.parametrize("fusion", ["gated", "concat"])
+def test_fusion_maps_the_encoding_once_per_table_row(encoding, fusion, monkeypatch):
+    """When the encoding comes as table rows, the gated and concat fusions split their map: the content half per token
+    (gated: one grouped GEMM in modality order), the encoding half once per row and modality, gathered. Outputs and
+    every gradient equal the map over `[content; encoding]` per token."""
+    from conftest import assert_same_results, outputs_and_gradients
+
+    from modeling_posattn import positional_encodings
+
+    model = build_model(absolute_position_encoding=encoding, position_fusion=fusion, max_position_embeddings=100)
+    # six ragged samples on the same clocks: fewer (rows x modalities) than tokens, so the split is less work
+    inputs = batch_of(random_samples(lengths=((40, 10, 5), (40, 10, 5), (30, 8, 5), (40, 10, 0), (17, 3, 2), (40, 9, 5))))
+    split = []
+    original = positional_encodings.map_of_content_and_rows
+    monkeypatch.setattr(positional_encodings, "map_of_content_and_rows",
+                        lambda *args, **kwargs: split.append(original(*args, **kwargs)) or split[-1])
+    per_row = outputs_and_gradients(model, inputs)
+    assert len(split) == 1 and split[0] is not None
+    model.zero_grad()
+    monkeypatch.setattr(positional_encodings, "map_of_content_and_rows", lambda *args, **kwargs: None)
+    assert_same_results(outputs_and_gradients(model, inputs), per_row)
+
+
+def test_a_hooked_fusion_map_keeps_its_own_forward():
+    """A forward hook (or an adapter) on the fusion's Linear sees every token's `[content; encoding]`: the split map
+    is not taken for it."""
+    model = build_model(absolute_position_encoding="multiscale", position_fusion="concat")
+    seen = []
+    model.embeddings.fusion.projection.register_forward_hook(lambda module, args, output: seen.append(args[0].shape))
+    inputs = batch_of(random_samples())
+    model(**inputs)
+    assert seen == [(*inputs["modality_ids"].shape, 2 * model.config.hidden_size)]
