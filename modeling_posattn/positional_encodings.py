@@ -349,7 +349,7 @@ class GatedFusion(nn.Module):
         gate_logits = map_of_content_and_rows(self.gates, content, rows, modality_ids, order) if rows else None
         if gate_logits is None:
             gate_logits = select_per_modality(self.gates, torch.cat((content, encoding), dim=-1), modality_ids, order)
-        return content + torch.sigmoid(gate_logits) * encoding
+        return torch.addcmul(content, torch.sigmoid(gate_logits), encoding)
 
 
 POSITION_FUSIONS: dict[str, type[nn.Module]] = {"add": AddFusion, "concat": ConcatFusion, "gated": GatedFusion}
