@@ -12,6 +12,7 @@ from .grouped_posattn import (
     bias_inputs,
     grouped_linear,
     grouped_path_allowed,
+    plain_module,
     stacked_affine,
 )
 from .positional_encodings import ABSOLUTE_POSITION_ENCODINGS, POSITION_FUSIONS, GatedFusion, TokenPositions
@@ -138,7 +139,9 @@ class PosAttnEmbeddings(nn.Module):
         computed from them (else None): an encoding of the position alone (`sinusoidal`, `learned`, `multiscale`: a
         `rows` method) is computed and normalised once per row of its table and gathered, when the table has fewer rows
         than the batch has tokens; the fusion may then use the table too."""
-        rows = getattr(self.position_encoding, "rows", None)
+        encoding = self.position_encoding
+        # a hooked or wrapped encoding is called as a module, so that its hooks see (and may change) every token's
+        rows = getattr(encoding, "rows", None) if plain_module(encoding, type(encoding)) else None
         rows = rows(content, positions) if rows is not None else None
         if rows is not None and rows[0].shape[0] < positions.mask.numel():
             table, index = rows

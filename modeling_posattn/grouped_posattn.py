@@ -35,6 +35,20 @@ def grouped_path_allowed(tensor: torch.Tensor) -> bool:
     )
 
 
+def plain_module(module: nn.Module, kind: type[nn.Module]) -> bool:
+    """Whether `module` is exactly a `kind` that nothing wraps, so that its weights (or its `rows`) may stand in for its
+    forward: no hook of its own or global (forward, pre-forward, backward), no `forward` replaced on the instance
+    (accelerate's `add_hook_to_module`, adapters that patch it). Otherwise the module is called, and sees every token."""
+    hooks = (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks, module._backward_pre_hooks)
+    global_hooks = (
+        nn.modules.module._global_forward_hooks,
+        nn.modules.module._global_forward_pre_hooks,
+        nn.modules.module._global_backward_hooks,
+        nn.modules.module._global_backward_pre_hooks,
+    )
+    return type(module) is kind and "forward" not in vars(module) and not any(hooks) and not any(global_hooks)
+
+
 @dataclass(frozen=True)
 class ModalityOrder:
     """The tokens of a `(batch, seq_len)` packed batch in modality order (stable: sequence order within a modality).

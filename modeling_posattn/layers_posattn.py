@@ -14,6 +14,7 @@ from transformers.utils import TransformersKwargs
 from .attention_posattn import attention_function, flex_attention_with_score_mod, query_blocked_attention
 from .bias_posattn import QueryBlockedBias
 from .configuration_posattn import PosAttnConfig
+from .grouped_posattn import plain_module
 from .rotary_posattn import RotaryAngles, apply_rotary_signed, rotate_interleaved
 from .split_attention_posattn import TimeSplitBias, time_split_attention
 
@@ -89,10 +90,7 @@ class PosAttnAttention(nn.Module):
     def plain_query_key_projections(self) -> bool:
         """Whether q_proj and k_proj are plain Linears without hooks, so their rows may be used directly: an adapter
         (LoRA), a quantized module or a hook keeps the modules' own forward, with the half-layout rotation."""
-        return all(
-            type(projection) is nn.Linear and not (projection._forward_hooks or projection._forward_pre_hooks)
-            for projection in (self.q_proj, self.k_proj)
-        )
+        return all(plain_module(projection, nn.Linear) for projection in (self.q_proj, self.k_proj))
 
     @staticmethod
     def projection_rows(projection: nn.Linear, hidden_states: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from .bias_posattn import (  # noqa: F401  (re-exported: the bias encodings live
     dense_attention_bias,
     flex_score_mod,
 )
-from .grouped_posattn import ModalityOrder, aligned, bias_inputs, grouped_linear, stacked_affine
+from .grouped_posattn import ModalityOrder, aligned, bias_inputs, grouped_linear, plain_module, stacked_affine
 from .rotary_posattn import RotaryPositionEncoding, TimeRotaryPositionEncoding
 
 
@@ -366,11 +366,11 @@ def map_of_content_and_rows(
     $W_m[x; p] + b_m = W^x_m x + (W^p_m t_r + b_m)$. The content half runs over the tokens (one map, or one grouped GEMM in
     modality `order`), the position half once per table row and modality, then is gathered per token: no `[x; p]`
     copy, and a map over H columns per token instead of 2H. None where that is not less work (as many rows x
-    modalities as tokens), the maps cannot be grouped, or a map is not a plain Linear (an adapter or a hook keeps its
-    own forward)."""
+    modalities as tokens), the maps cannot be grouped, or a map is not a plain Linear (`plain_module`: an adapter or a
+    hook keeps its own forward)."""
     table, index = rows
     count, hidden = len(linears), content.shape[-1]
-    plain = all(type(linear) is nn.Linear and not (linear._forward_hooks or linear._forward_pre_hooks) for linear in linears)
+    plain = all(plain_module(linear, nn.Linear) for linear in linears)
     groupable = count == 1 or (order is not None and aligned(hidden, linears[0].out_features))
     if not plain or not groupable or table.shape[0] * count >= modality_ids.numel():
         return None

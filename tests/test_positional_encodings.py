@@ -304,14 +304,15 @@ def test_multiscale_rows_tell_apart_the_last_bit_of_a_time_and_the_modality():
     with torch.no_grad():
         encoding.gain.copy_(torch.arange(encoding.gain.numel(), dtype=torch.float32).view_as(encoding.gain) / 10 + 1)
     step = float(np.nextafter(np.float32(0.1), np.float32(1)))
-    times = torch.tensor([[0.1, step, 0.1, 0.0, 1e4, 0.1]], dtype=torch.float32)
-    modality_ids = torch.tensor([[0, 0, 1, 2, 0, 0]])
+    # -0.0 (a sign bit: the key keeps only the low 32 bits of the time's pattern) is a time of its own, equal to 0.0
+    times = torch.tensor([[0.1, step, 0.1, 0.0, 1e4, 0.1, -0.0]], dtype=torch.float32)
+    modality_ids = torch.tensor([[0, 0, 1, 2, 0, 0, 2]])
     positions = TokenPositions(position_ids=torch.zeros_like(modality_ids), timestamps=times, modality_ids=modality_ids,
                                mask=torch.ones_like(modality_ids, dtype=torch.bool),
                                modality_lengths=torch.ones_like(modality_ids), num_positions=1)
-    content = torch.zeros(1, 6, tiny_config().hidden_size)
+    content = torch.zeros(1, 7, tiny_config().hidden_size)
     table, index = encoding.rows(content, positions)
-    assert table.shape[0] == 5 and index.shape == (1, 6)
+    assert table.shape[0] == 6 and index.shape == (1, 7)
     torch.testing.assert_close(table[index], encoding(content, positions), atol=0, rtol=0)
     positions.num_positions = None
     assert encoding.rows(content, positions) is None
@@ -344,12 +345,84 @@ def test_fusion_maps_the_encoding_once_per_table_row(encoding, fusion, monkeypat
     assert_same_results(outputs_and_gradients(model, inputs), per_row)
 
 
-def test_a_hooked_fusion_map_keeps_its_own_forward():
-    """A forward hook (or an adapter) on the fusion's Linear sees every token's `[content; encoding]`: the split map
-    is not taken for it."""
+class _LinearWithItsOwnForward(torch.nn.Linear):
+    def forward(self, inputs):
+        return super().forward(inputs) * 2.0
+
+
+def _wrap_with(kind: str, module: torch.nn.Module, seen: list):
+    """Wrap `module`'s forward the way `kind` does, recording each call's input shape in `seen`; returns an undo."""
+    hooks = torch.nn.modules.module
+    if kind == "forward hook":
+        return module.register_forward_hook(lambda m, args, output: seen.append(args[0].shape)).remove
+    if kind == "forward pre-hook":
+        return module.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape)).remove
+    if kind == "backward hook":
+        return module.register_full_backward_hook(lambda m, grad_in, grad_out: seen.append(grad_in[0].shape)).remove
+    if kind == "global forward hook":
+        return hooks.register_module_forward_hook(
+            lambda m, args, output: seen.append(args[0].shape) if m is module else None).remove
+    if kind == "instance forward":  # what accelerate's add_hook_to_module does
+        original = module.forward
+        module.forward = lambda *args: seen.append(args[0].shape) or original(*args)
+        return lambda: delattr(module, "forward")
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["forward hook", "forward pre-hook", "backward hook", "global forward hook", "instance forward"])
+def test_a_wrapped_fusion_map_keeps_its_own_forward(kind):
+    """A hook of any kind on the fusion's Linear, a global module hook, or a forward replaced on the instance sees every
+    token's `[content; encoding]`: the split map (which uses the weights directly) is not taken for it."""
     model = build_model(absolute_position_encoding="multiscale", position_fusion="concat")
+    inputs = batch_of(random_samples(lengths=((40, 10, 5),) * 6))
     seen = []
-    model.embeddings.fusion.projection.register_forward_hook(lambda module, args, output: seen.append(args[0].shape))
-    inputs = batch_of(random_samples())
-    model(**inputs)
+    undo = _wrap_with(kind, model.embeddings.fusion.projection, seen)
+    try:
+        model.train()
+        model(**inputs).last_hidden_state.sum().backward()
+    finally:
+        undo()
     assert seen == [(*inputs["modality_ids"].shape, 2 * model.config.hidden_size)]
+
+
+def test_a_subclass_of_linear_as_fusion_map_keeps_its_own_forward(monkeypatch):
+    """A Linear subclass with a forward of its own (a quantized or adapted map) is called, not bypassed by its weights."""
+    from modeling_posattn import positional_encodings
+
+    model = build_model(absolute_position_encoding="multiscale", position_fusion="concat")
+    projection = model.embeddings.fusion.projection
+    model.embeddings.fusion.projection = _LinearWithItsOwnForward(projection.in_features, projection.out_features)
+    model.embeddings.fusion.projection.load_state_dict(projection.state_dict())
+    inputs = batch_of(random_samples(lengths=((40, 10, 5),) * 6))
+    doubled = model(**inputs).last_hidden_state
+    monkeypatch.setattr(positional_encodings, "map_of_content_and_rows", lambda *args, **kwargs: None)
+    torch.testing.assert_close(model(**inputs).last_hidden_state, doubled, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["forward hook", "instance forward"])
+def test_a_wrapped_encoding_is_called_per_token(kind):
+    """A hook on the encoding module (or its forward replaced) sees, and may change, every token's encoding: the rows
+    path is not taken for it."""
+    model = build_model(absolute_position_encoding="multiscale", position_fusion="gated")
+    inputs = batch_of(random_samples(lengths=((40, 10, 5),) * 6))
+    seen = []
+    undo = _wrap_with(kind, model.embeddings.position_encoding, seen)
+    try:
+        model(**inputs)
+    finally:
+        undo()
+    assert len(seen) == 1
+
+
+def test_gated_fusion_of_a_width_grouped_mm_cannot_take_falls_back(monkeypatch):
+    """Hidden size 12 in bfloat16 (24-byte rows: grouped_mm needs multiples of 16): the split map is not grouped, and the
+    model runs as it did, several modalities and gated fusion over multiscale rows."""
+    from modeling_posattn import positional_encodings
+
+    model = build_model(absolute_position_encoding="multiscale", position_fusion="gated", hidden_size=12,
+                        num_attention_heads=2, multiscale_num_bands=6).to(torch.bfloat16)
+    inputs = batch_of(random_samples(lengths=((40, 10, 5),) * 6))
+    inputs["input_values"] = inputs["input_values"].to(torch.bfloat16)
+    rows_path = model(**inputs).last_hidden_state
+    monkeypatch.setattr(positional_encodings, "map_of_content_and_rows", lambda *args, **kwargs: None)
+    torch.testing.assert_close(rows_path, model(**inputs).last_hidden_state, atol=0, rtol=0)
