@@ -134,9 +134,9 @@ class PosAttnEmbeddings(nn.Module):
 
     def encode_positions(
         self, content: torch.Tensor, positions: TokenPositions
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
-        """`(B, L, H)` absolute encoding, RMS-normalised when `unit_scale`, and its `(table, index)` rows when it was
-        computed from them (else None): an encoding of the position alone (`sinusoidal`, `learned`, `multiscale`: a
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """`(B, L, H)` absolute encoding, RMS-normalised when `unit_scale`, and its `(table, index[, owners])` rows when
+        it was computed from them (else None): an encoding of the position alone (`sinusoidal`, `learned`, `multiscale`: a
         `rows` method) is computed and normalised once per row of its table and gathered, when the table has fewer rows
         than the batch has tokens; the fusion may then use the table too."""
         encoding = self.position_encoding
@@ -144,9 +144,9 @@ class PosAttnEmbeddings(nn.Module):
         rows = getattr(encoding, "rows", None) if plain_module(encoding, type(encoding)) else None
         rows = rows(content, positions) if rows is not None else None
         if rows is not None and rows[0].shape[0] < positions.mask.numel():
-            table, index = rows
+            table, index, *owners = rows  # owners: each row's modality, where a row belongs to one
             table = self.normalise_encoding(table)
-            return nn.functional.embedding(index, table), (table, index)
+            return nn.functional.embedding(index, table), (table, index, *owners)
         return self.normalise_encoding(self.position_encoding(content, positions)), None
 
     def normalise_encoding(self, encoding: torch.Tensor) -> torch.Tensor:

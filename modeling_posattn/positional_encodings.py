@@ -262,8 +262,9 @@ class MultiScalePositionEncoding(nn.Module):
         encoding = torch.cat((gain * angles.sin(), gain * angles.cos()), dim=-1).to(dtype)
         return self.projection(encoding) if self.projection is not None else encoding
 
-    def rows(self, content: torch.Tensor, positions: TokenPositions) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """`(table, index)` with `forward(...) == table[index]`: one row per distinct (modality, time) of the batch
+    def rows(self, content: torch.Tensor, positions: TokenPositions) -> tuple[torch.Tensor, ...] | None:
+        """`(table, index, owners)` with `forward(...) == table[index]` and `owners` each row's modality: one row per
+        distinct (modality, time) of the batch
         (samples on the same clocks share most of them), found by one sort of an exact int64 key (the modality and the
         float32 time's bits); None if no pair repeats. Eager CPU only (`num_positions` is known once the value checks ran, i.e. not while
         tracing): elsewhere `torch.unique` would cost a device sync or a data-dependent shape."""
@@ -274,8 +275,8 @@ class MultiScalePositionEncoding(nn.Module):
         distinct, index = torch.unique((positions.modality_ids.long() << 32) | bits, return_inverse=True)
         if distinct.numel() == index.numel():
             return None  # no time repeats (one sample, say): per token, without a gather
-        times = (distinct & 0xFFFFFFFF).int().view(torch.float32)
-        return self.encode(times, distinct >> 32, content.dtype), index
+        times, owners = (distinct & 0xFFFFFFFF).int().view(torch.float32), distinct >> 32
+        return self.encode(times, owners, content.dtype), index, owners
 
 
 ABSOLUTE_POSITION_ENCODINGS: dict[str, type[nn.Module] | None] = {
@@ -358,21 +359,23 @@ POSITION_FUSIONS: dict[str, type[nn.Module]] = {"add": AddFusion, "concat": Conc
 def map_of_content_and_rows(
     linears: list[nn.Linear],
     content: torch.Tensor,
-    rows: tuple[torch.Tensor, torch.Tensor],
+    rows: tuple[torch.Tensor, ...],
     modality_ids: torch.Tensor,
     order: ModalityOrder | None = None,
 ) -> torch.Tensor | None:
     r"""`linears[m]([x; p])` at every token of modality m, with the encoding `p = table[index]` given by its `rows`:
     $W_m[x; p] + b_m = W^x_m x + (W^p_m t_r + b_m)$. The content half runs over the tokens (one map, or one grouped GEMM in
-    modality `order`), the position half once per table row and modality, then is gathered per token: no `[x; p]`
-    copy, and a map over H columns per token instead of 2H. None where that is not less work (as many rows x
-    modalities as tokens), the maps cannot be grouped, or a map is not a plain Linear (`plain_module`: an adapter or a
-    hook keeps its own forward)."""
-    table, index = rows
+    modality `order`), the position half once per table row, then is gathered per token: no `[x; p]` copy, and a map
+    over H columns per token instead of 2H. A row that belongs to one modality (`rows[2]`, multiscale's) goes through
+    its own modality's map only (one grouped GEMM over the rows); a row of any modality's (a sinusoid of a position)
+    through every modality's. None where that is not less work (as many row maps as tokens), the maps cannot be grouped,
+    or a map is not a plain Linear (`plain_module`: an adapter or a hook keeps its own forward)."""
+    table, index, *owners = rows
     count, hidden = len(linears), content.shape[-1]
     plain = all(plain_module(linear, nn.Linear) for linear in linears)
     groupable = count == 1 or (order is not None and aligned(hidden, linears[0].out_features))
-    if not plain or not groupable or table.shape[0] * count >= modality_ids.numel():
+    row_maps = table.shape[0] * (1 if owners or count == 1 else count)
+    if not plain or not groupable or row_maps >= modality_ids.numel():
         return None
     content_weights = [linear.weight[:, :hidden] for linear in linears]
     if count == 1:
@@ -380,8 +383,15 @@ def map_of_content_and_rows(
     else:
         sorted_half = grouped_linear(order.sort(content), torch.stack(content_weights), order)
         content_half = order.unsort(sorted_half, modality_ids.shape)
+    biases = torch.cat([linear.bias for linear in linears])
+    if owners and count > 1:
+        row_order = ModalityOrder.of(owners[0][None], count)
+        position_weights = torch.stack([linear.weight[:, hidden:] for linear in linears])
+        per_row = row_order.unsort(grouped_linear(row_order.sort(table[None]), position_weights, row_order), (1, -1))[0]
+        per_row = per_row + nn.functional.embedding(owners[0], biases.view(count, -1))
+        return content_half + nn.functional.embedding(index, per_row)
     position_weight = torch.cat([linear.weight[:, hidden:] for linear in linears])
-    per_row = nn.functional.linear(table, position_weight, torch.cat([linear.bias for linear in linears]))  # (R, M * out)
+    per_row = nn.functional.linear(table, position_weight, biases)  # (R, M * out): every row through every map
     token_rows = index if count == 1 else index * count + modality_ids.clamp(0, count - 1)
     return content_half + nn.functional.embedding(token_rows, per_row.view(-1, linears[0].out_features))
 

@@ -128,10 +128,11 @@ def test_model_with_grouped_maps_matches_the_batched_formula(stems, fusion, grou
     inputs = batch_of(random_samples(lengths=lengths), modalities)
     settings = dict(modalities=modalities, absolute_position_encoding="multiscale", position_fusion=fusion)
     grouped = outputs_and_gradients(build_model(**settings), inputs)
-    assert len(grouped_calls) == 1 + (fusion == "gated")
+    # the stems; with the gate, its content half over the tokens and its encoding half over multiscale's rows
+    assert len(grouped_calls) == 1 + 2 * (fusion == "gated")
     monkeypatch.setattr(embeddings_module, "grouped_path_allowed", lambda tensor: False)
     batched = outputs_and_gradients(build_model(**settings), inputs)
-    assert len(grouped_calls) == 1 + (fusion == "gated")
+    assert len(grouped_calls) == 1 + 2 * (fusion == "gated")
     assert_same_results(batched, grouped)
 
 
@@ -142,15 +143,18 @@ def test_grouped_maps_under_autocast_match_the_batched_formula(grouped_calls, mo
     settings = dict(absolute_position_encoding="multiscale", position_fusion="gated")
     with torch.autocast("cpu", dtype=torch.bfloat16):
         grouped_out, grouped_grads = outputs_and_gradients(build_model(**settings), inputs)
-        assert len(grouped_calls) == 2
+        assert len(grouped_calls) == 3  # the stems, the gate's content half, its encoding half over the rows
         monkeypatch.setattr(embeddings_module, "grouped_path_allowed", lambda tensor: False)
         batched_out, batched_grads = outputs_and_gradients(build_model(**settings), inputs)
     assert grouped_out.dtype == batched_out.dtype
     torch.testing.assert_close(grouped_out.float(), batched_out.float(), atol=3e-2, rtol=3e-2)
     assert grouped_grads.keys() == batched_grads.keys()
+    largest = max(gradient.abs().max().item() for gradient in batched_grads.values())
     for name, gradient in batched_grads.items():
         scale = gradient.abs().max().item()
-        torch.testing.assert_close(grouped_grads[name].float(), gradient.float(), atol=0.05 * scale + 1e-6, rtol=0.05, msg=name)
+        # the key bias's gradient is exactly 0 (softmax ignores a score added to every key): rounding noise in both
+        floor = 1e-6 * largest if name.endswith("k_proj.bias") else 1e-6
+        torch.testing.assert_close(grouped_grads[name].float(), gradient.float(), atol=0.05 * scale + floor, rtol=0.05, msg=name)
         assert scale == 0 or grouped_grads[name].abs().max() > 0, name
 
 

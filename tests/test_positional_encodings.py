@@ -311,8 +311,8 @@ def test_multiscale_rows_tell_apart_the_last_bit_of_a_time_and_the_modality():
                                mask=torch.ones_like(modality_ids, dtype=torch.bool),
                                modality_lengths=torch.ones_like(modality_ids), num_positions=1)
     content = torch.zeros(1, 7, tiny_config().hidden_size)
-    table, index = encoding.rows(content, positions)
-    assert table.shape[0] == 6 and index.shape == (1, 7)
+    table, index, owners = encoding.rows(content, positions)
+    assert table.shape[0] == 6 and index.shape == (1, 7) and owners.tolist() == [0, 0, 0, 1, 2, 2]
     torch.testing.assert_close(table[index], encoding(content, positions), atol=0, rtol=0)
     positions.num_positions = None
     assert encoding.rows(content, positions) is None
@@ -323,7 +323,8 @@ def test_multiscale_rows_tell_apart_the_last_bit_of_a_time_and_the_modality():
 
 @pytest.mark.parametrize("encoding", ["multiscale", "sinusoidal"])
 @pytest.mark.parametrize("fusion", ["gated", "concat"])
-def test_fusion_maps_the_encoding_once_per_table_row(encoding, fusion, monkeypatch):
+@pytest.mark.parametrize("lengths", [((40, 10, 5), (40, 10, 5), (30, 8, 5), (40, 10, 0), (17, 3, 2), (40, 9, 5)), None])
+def test_fusion_maps_the_encoding_once_per_table_row(encoding, fusion, lengths, monkeypatch):
     """When the encoding comes as table rows, the gated and concat fusions split their map: the content half per token
     (gated: one grouped GEMM in modality order), the encoding half once per row and modality, gathered. Outputs and
     every gradient equal the map over `[content; encoding]` per token."""
@@ -332,14 +333,18 @@ def test_fusion_maps_the_encoding_once_per_table_row(encoding, fusion, monkeypat
     from modeling_posattn import positional_encodings
 
     model = build_model(absolute_position_encoding=encoding, position_fusion=fusion, max_position_embeddings=100)
-    # six ragged samples on the same clocks: fewer (rows x modalities) than tokens, so the split is less work
-    inputs = batch_of(random_samples(lengths=((40, 10, 5), (40, 10, 5), (30, 8, 5), (40, 10, 0), (17, 3, 2), (40, 9, 5))))
-    split = []
+    # six ragged samples on the same clocks; or three (None), where multiscale has as many rows x modalities as tokens
+    # and is split only because each of its rows goes through its own modality's map alone
+    inputs = batch_of(random_samples(lengths=lengths) if lengths else random_samples())
+    split, rows = [], []
+    model.embeddings.fusion.register_forward_pre_hook(lambda module, args: rows.append(args[4]))
     original = positional_encodings.map_of_content_and_rows
     monkeypatch.setattr(positional_encodings, "map_of_content_and_rows",
                         lambda *args, **kwargs: split.append(original(*args, **kwargs)) or split[-1])
     per_row = outputs_and_gradients(model, inputs)
     assert len(split) == 1 and split[0] is not None
+    if encoding == "multiscale" and lengths is None:
+        assert rows[0][0].shape[0] * model.config.num_modalities >= inputs["modality_ids"].numel()
     model.zero_grad()
     monkeypatch.setattr(positional_encodings, "map_of_content_and_rows", lambda *args, **kwargs: None)
     assert_same_results(outputs_and_gradients(model, inputs), per_row)
