@@ -18,7 +18,7 @@ def test_each_case_runs_its_path_and_the_table_is_written(tmp_path, monkeypatch)
     assert not calls
     assert embeddings_posattn.grouped_path_allowed is not None and embeddings_posattn.grouped_path_allowed.__name__ == "grouped_path_allowed"
     step(True)
-    assert len(calls) == 2  # the stems and the gate
+    assert len(calls) == 3  # the stems, and the gate: its content half over the tokens, its encoding half over the rows
     rows = module.measure([(2, 16)], rounds=2, length=24, batch_size=2)
     assert rows["2 x 16"]["ratio_min"] <= rows["2 x 16"]["ratio_median"] <= rows["2 x 16"]["ratio_max"]
     module.write({"machine": "test CPU", "rounds": 2, "cases": rows}, tmp_path)
