@@ -140,7 +140,7 @@ class PosAttnEmbeddings(nn.Module):
         `rows` method) is computed and normalised once per row of its table and gathered, when the table has fewer rows
         than the batch has tokens; the fusion may then use the table too."""
         encoding = self.position_encoding
-        # a hooked or wrapped encoding is called as a module, so that its hooks see (and may change) every token's
+        # a hooked or wrapped encoding is called as a module: its hooks see (and may change) every token's encoding
         rows = getattr(encoding, "rows", None) if plain_module(encoding, type(encoding)) else None
         rows = rows(content, positions) if rows is not None else None
         if rows is not None and rows[0].shape[0] < positions.mask.numel():
