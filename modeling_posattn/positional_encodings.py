@@ -264,10 +264,10 @@ class MultiScalePositionEncoding(nn.Module):
 
     def rows(self, content: torch.Tensor, positions: TokenPositions) -> tuple[torch.Tensor, ...] | None:
         """`(table, index, owners)` with `forward(...) == table[index]` and `owners` each row's modality: one row per
-        distinct (modality, time) of the batch
-        (samples on the same clocks share most of them), found by one sort of an exact int64 key (the modality and the
-        float32 time's bits); None if no pair repeats. Eager CPU only (`num_positions` is known once the value checks ran, i.e. not while
-        tracing): elsewhere `torch.unique` would cost a device sync or a data-dependent shape."""
+        distinct (modality, time) of the batch (samples on the same clocks share most of them), found by one sort of an
+        exact int64 key (the modality and the float32 time's bits); None if no pair repeats. Eager CPU only
+        (`num_positions` is known once the value checks ran, i.e. not while tracing): elsewhere `torch.unique` would
+        cost a device sync or a data-dependent shape."""
         timestamps = positions.timestamps
         if positions.num_positions is None or timestamps.device.type != "cpu":
             return None
@@ -306,7 +306,7 @@ class AddFusion(nn.Module):
         encoding: torch.Tensor,
         modality_ids: torch.Tensor,
         order: ModalityOrder | None = None,
-        rows: tuple[torch.Tensor, torch.Tensor] | None = None,
+        rows: tuple[torch.Tensor, ...] | None = None,
     ) -> torch.Tensor:
         return content + encoding
 
@@ -325,7 +325,7 @@ class ConcatFusion(nn.Module):
         encoding: torch.Tensor,
         modality_ids: torch.Tensor,
         order: ModalityOrder | None = None,
-        rows: tuple[torch.Tensor, torch.Tensor] | None = None,
+        rows: tuple[torch.Tensor, ...] | None = None,
     ) -> torch.Tensor:
         projected = map_of_content_and_rows([self.projection], content, rows, modality_ids) if rows else None
         return self.projection(torch.cat((content, encoding), dim=-1)) if projected is None else projected
@@ -345,7 +345,7 @@ class GatedFusion(nn.Module):
         encoding: torch.Tensor,
         modality_ids: torch.Tensor,
         order: ModalityOrder | None = None,
-        rows: tuple[torch.Tensor, torch.Tensor] | None = None,
+        rows: tuple[torch.Tensor, ...] | None = None,
     ) -> torch.Tensor:
         gate_logits = map_of_content_and_rows(self.gates, content, rows, modality_ids, order) if rows else None
         if gate_logits is None:
