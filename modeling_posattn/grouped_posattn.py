@@ -82,6 +82,11 @@ class ModalityOrder:
         """`(N, ...)` in modality order -> `(B, L, ...)` with `(B, L) = shape`."""
         return tensor.index_select(0, self.restore).unflatten(0, shape)
 
+    def linear(self, inputs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """`(B, L, in)` tokens, each through its own modality's `weight[m]` `(out, in)`: put in modality order, one
+        grouped GEMM (`grouped_linear`), put back: `(B, L, out)`."""
+        return self.unsort(grouped_linear(self.sort(inputs), weight, self), inputs.shape[:2])
+
 
 def aligned(*widths: int) -> bool:
     """Whether grouped_mm can take operands of these widths in any of `GROUPED_DTYPES`."""

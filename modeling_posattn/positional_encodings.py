@@ -28,7 +28,7 @@ from .bias_posattn import (  # noqa: F401  (re-exported: the bias encodings live
     dense_attention_bias,
     flex_score_mod,
 )
-from .grouped_posattn import ModalityOrder, aligned, bias_inputs, grouped_linear, plain_module, stacked_affine
+from .grouped_posattn import ModalityOrder, aligned, bias_inputs, plain_module, stacked_affine
 from .rotary_posattn import RotaryPositionEncoding, TimeRotaryPositionEncoding
 
 
@@ -381,13 +381,12 @@ def map_of_content_and_rows(
     if count == 1:
         content_half = nn.functional.linear(content, content_weights[0])
     else:
-        sorted_half = grouped_linear(order.sort(content), torch.stack(content_weights), order)
-        content_half = order.unsort(sorted_half, modality_ids.shape)
+        content_half = order.linear(content, torch.stack(content_weights))
     biases = torch.cat([linear.bias for linear in linears])
     if owners and count > 1:
         row_order = ModalityOrder.of(owners[0][None], count)
         position_weights = torch.stack([linear.weight[:, hidden:] for linear in linears])
-        per_row = row_order.unsort(grouped_linear(row_order.sort(table[None]), position_weights, row_order), (1, -1))[0]
+        per_row = row_order.linear(table[None], position_weights)[0]
         per_row = per_row + nn.functional.embedding(owners[0], biases.view(count, -1))
         return content_half + nn.functional.embedding(index, per_row)
     position_weight = torch.cat([linear.weight[:, hidden:] for linear in linears])
@@ -415,8 +414,7 @@ def select_per_modality(
         columns = inputs.shape[-1]
         weights, biases = [linear.weight for linear in linears], [linear.bias for linear in linears]
         weight = stacked_affine(weights, biases, columns, out_dim, inputs)
-        rows = order.sort(torch.cat((inputs, bias_inputs(inputs, columns)), dim=-1))
-        return order.unsort(grouped_linear(rows, weight, order), modality_ids.shape)
+        return order.linear(torch.cat((inputs, bias_inputs(inputs, columns)), dim=-1), weight)
     weight = torch.cat([linear.weight for linear in linears])
     bias = torch.cat([linear.bias for linear in linears])
     every = nn.functional.linear(inputs, weight, bias).unflatten(-1, (len(linears), out_dim))  # (B, L, M, out)
