@@ -1,5 +1,6 @@
 """The PosAttn encoder layer: pre-norm self-attention (dispatched through transformers' attention interface, with
-PosAttn's rotary, time-split and query-blocked paths) and the MLP."""
+PosAttn's rotary, time-split and query-blocked paths) and the MLP; in inference each residual sum is written into the
+sublayer's output where nothing else sees it (`add_residual`)."""
 
 from collections.abc import Callable
 
@@ -138,5 +139,40 @@ class PosAttnEncoderLayer(GradientCheckpointingLayer):
             attention_bias=attention_bias,
             **kwargs,
         )
-        hidden_states = hidden_states + self.dropout(attn_output)
-        return hidden_states + self.dropout(self.mlp(self.layer_norm2(hidden_states)))
+        hidden_states = add_residual(hidden_states, self.dropout(attn_output), self.attention_output_unseen())
+        mlp_output = self.dropout(self.mlp(self.layer_norm2(hidden_states)))
+        return add_residual(hidden_states, mlp_output, self.mlp_output_unseen())
+
+    def attention_output_unseen(self) -> bool:
+        """Whether the attention's output reaches nothing but this layer: `o_proj` and the dropout are plain modules,
+        and the attention module carries no hook but transformers' output capture (installed for `output_attentions`: it
+        records the weights)."""
+        attention = self.self_attn
+        return (
+            plain_module(attention.o_proj, nn.Linear)
+            and plain_module(self.dropout, nn.Dropout)
+            and plain_module(attention, PosAttnAttention, output_capture_allowed=True)
+        )
+
+    def mlp_output_unseen(self) -> bool:
+        """Whether the MLP's output reaches nothing but this layer (the MLP, its `fc2` and the dropout are plain)."""
+        return (
+            plain_module(self.mlp, PosAttnMLP)
+            and plain_module(self.mlp.fc2, nn.Linear)
+            and plain_module(self.dropout, nn.Dropout)
+        )
+
+
+def add_residual(residual: torch.Tensor, update: torch.Tensor, update_unseen: bool) -> torch.Tensor:
+    """`residual + update`, written into `update` where that is a temporary nothing else sees (`update_unseen`), of the
+    residual's dtype (under autocast the update may be in half precision: the sum is in the residual's), and autograd
+    records nothing (inference). The sum then takes no fresh `(B, L, H)` block, which on CPU is mostly the first touch
+    of its pages wherever the allocator has handed freed memory back (glibc does, between forwards). Bitwise the same
+    sum (addition commutes)."""
+    in_place = (
+        update_unseen
+        and update.shape == residual.shape
+        and update.dtype == residual.dtype
+        and not (torch.is_grad_enabled() and update.requires_grad)
+    )
+    return update.add_(residual) if in_place else residual + update

@@ -267,11 +267,19 @@ class PosAttnModel(PosAttnPreTrainedModel):
         if self.cls_token is not None:
             pooled = last_hidden_state[:, 0]
         else:
-            weights = positions.mask.unsqueeze(-1).to(last_hidden_state.dtype)
-            pooled = (last_hidden_state * weights).sum(1) / weights.sum(1)
+            pooled = masked_mean(last_hidden_state, positions)
         return PosAttnModelOutput(
             last_hidden_state=last_hidden_state, pooler_output=pooled, modality_ids=output_modality_ids
         )
+
+
+def masked_mean(hidden_states: torch.Tensor, positions: TokenPositions) -> torch.Tensor:
+    """`(B, H)` mean over each sample's real tokens; without padding (known from the value checks) a plain mean, which
+    needs no `(B, L, H)` product."""
+    if positions.padded is False:
+        return hidden_states.mean(1)
+    weights = positions.mask.unsqueeze(-1).to(hidden_states.dtype)
+    return (hidden_states * weights).sum(1) / weights.sum(1)
 
 
 class PosAttnForSequenceClassification(PosAttnPreTrainedModel):
