@@ -10,7 +10,7 @@ from torch import nn
 from transformers.utils import is_torchdynamo_compiling
 
 from .configuration_posattn import MAX_FEATURE_MAGNITUDE, PosAttnConfig
-from .positional_encodings import TokenPositions, default_position_ids, default_timestamps, modality_one_hot
+from .positional_encodings import TokenPositions, default_position_ids, default_timestamps
 from .stems import token_feature_dim
 
 
@@ -81,31 +81,34 @@ def resolve_token_positions(
             raise ValueError(f"`modality_ids` is required with several modalities {config.modality_names}.")
         modality_ids = torch.zeros(shape, dtype=torch.long, device=device)
     mask = torch.ones(shape, dtype=torch.bool, device=device) if attention_mask is None else attention_mask != 0
+    padding = ~mask
     modality_ids = modality_ids.long()
 
-    # Per-modality facts as small lookup tables, gathered per token: no loop over modalities, no boolean indexing.
+    # Per-modality facts as small lookup tables, gathered per token where the modalities differ: no loop over
+    # modalities, no boolean indexing.
     specs = [config.modality_spec(name) for name in config.modality_names]
     num_modalities = config.num_modalities
-    in_range = (modality_ids >= 0) & (modality_ids < num_modalities)
     token_modality = modality_ids.clamp(0, num_modalities - 1)
-    # `take` gathers from a flat table several times faster than advanced indexing on CPU
-    vocab = torch.tensor([spec.get("vocab_size") or 0 for spec in specs], device=device).take(token_modality)
-    # a token's packed width: `stride * input_dim` (a strided stem packs `stride` frames into one token)
-    width = torch.tensor([token_feature_dim(spec) for spec in specs], device=device).take(token_modality)
-    real = mask & in_range
-    is_token, is_feature = real & (vocab > 0), real & (width > 0)
+    real = mask & (token_modality == modality_ids)  # real tokens of a known modality
+    is_token = tokens_of_kind(real, [bool(spec.get("vocab_size")) for spec in specs], token_modality)
+    is_feature = tokens_of_kind(real, [token_feature_dim(spec) > 0 for spec in specs], token_modality)
     problems = {
-        "mask_values": (attention_mask != 0) & (attention_mask != 1) if attention_mask is not None else None,
+        # 1 and 0 only: a mask value equals its own `!= 0`
+        "mask_values": attention_mask != mask if attention_mask is not None else None,
         "empty_rows": ~mask.any(dim=1),
-        "modality_range": mask & ~in_range,
+        "modality_range": mask ^ real,
         "missing_ids": is_token if input_ids is None else None,
         "missing_values": is_feature if input_values is None else None,
-        "token_ids": is_token & ((input_ids < 0) | (input_ids >= vocab)) if input_ids is not None else None,
+        "token_ids": (
+            is_token & ((input_ids < 0) | (input_ids >= vocab_sizes(specs, token_modality)))
+            if input_ids is not None and is_token is not None else None
+        ),
         "negative_positions": mask & (position_ids < 0) if position_ids is not None else None,
         "timestamps": mask & ~torch.isfinite(timestamps) if timestamps is not None else None,
     }
-    if input_values is not None:
-        problems["feature_values"] = is_feature & ~(feature_peaks(input_values, width, specs) <= MAX_FEATURE_MAGNITUDE)
+    if input_values is not None and is_feature is not None:
+        peaks = feature_peaks(input_values, token_modality, specs)
+        problems["feature_values"] = is_feature & ~(peaks <= MAX_FEATURE_MAGNITUDE)
     checked_positions = position_ids
     if config.absolute_position_encoding == "learned":
         if checked_positions is None:  # derived here (and reused below) so the table's bound is one more flag
@@ -116,54 +119,78 @@ def resolve_token_positions(
     # boundary instead, eagerly: `model.validate_inputs(**batch)` (or the processor's output, which is valid by
     # construction). Shapes and dtypes above are still checked while tracing.
     # real tokens per sample and modality; their batch totals ride along in the one host sync below
-    modality_counts = modality_one_hot(token_modality, mask, num_modalities).sum(dim=1)  # (B, M)
+    modality_counts = torch.zeros(shape[0], num_modalities, dtype=torch.long, device=device)
+    modality_counts.scatter_add_(1, token_modality, mask.long())  # (B, M)
+    if position_ids is not None:
+        position_ids = position_ids.long().masked_fill(padding, 0)
     padded, num_positions, token_counts = None, None, None
     if not values_checks_skipped():
         checks = {name: flags for name, flags in problems.items() if flags is not None}
         # the one host sync of the checks; it also tells whether the batch has padding (the attention mask needs it)
         # and how many distinct positions there can be (an encoding of the position alone is computed once per
-        # position: `TokenPositions.num_positions`)
-        found = torch.stack([flags.any() for flags in checks.values()] + [(~mask).any()]).long()
+        # position: `TokenPositions.num_positions`). One reduction over all the flags (a sample's flag per token).
+        flags = [flags if flags.dim() == 2 else flags[:, None].expand(shape) for flags in checks.values()]
+        found = torch.stack([*flags, padding]).flatten(1).any(1).long()
         # derived positions (no `position_ids`) are below seq_len
-        highest = (position_ids.masked_fill(~mask, 0).amax().view(1).long() if position_ids is not None
-                   else found.new_full((1,), shape[1] - 1))
+        highest = position_ids.amax().view(1) if position_ids is not None else found.new_full((1,), shape[1] - 1)
         synced = torch.cat((found, highest, modality_counts.sum(0))).tolist()
         *failed, padded, highest = synced[:-num_modalities]
         padded, num_positions, token_counts = bool(padded), highest + 1, tuple(synced[-num_modalities:])
         if any(failed):
             first = next(name for name, flag in zip(checks, failed) if flag)
-            raise_input_error(first, checks[first], config, modality_ids, input_ids, input_values, checked_positions, width)
+            raise_input_error(first, checks[first], config, modality_ids, input_ids, input_values, checked_positions)
 
-    modality_ids = modality_ids.masked_fill(~mask, 0)
+    modality_ids = modality_ids.masked_fill(padding, 0)
     if position_ids is None:
-        position_ids = (
+        position_ids = (  # 0 on padding
             checked_positions if checked_positions is not None else default_position_ids(modality_ids, mask, num_modalities)
         )
-    position_ids = position_ids.long().masked_fill(~mask, 0)
     if timestamps is None:
         timestamps = default_timestamps(position_ids, modality_ids, mask, config.sampling_rates)
     times = timestamps.double()
-    start = times.masked_fill(~mask, math.inf).amin(dim=1, keepdim=True)
-    timestamps = (times - start).masked_fill(~mask, 0.0).float()
+    start = times.masked_fill(padding, math.inf).amin(dim=1, keepdim=True)
+    timestamps = (times - start).masked_fill(padding, 0.0).float()
     lengths = modality_counts.gather(1, modality_ids)
     return TokenPositions(position_ids, timestamps, modality_ids, mask, lengths, padded, num_positions, token_counts)
 
 
-def feature_peaks(input_values: torch.Tensor, width: torch.Tensor, specs: list[dict]) -> torch.Tensor:
+def feature_peaks(input_values: torch.Tensor, token_modality: torch.Tensor, specs: list[dict]) -> torch.Tensor:
     """`(B, L)`: each token's largest feature magnitude over its modality's columns, `max(amax, -amin)`; NaN where one
     is NaN (both reductions propagate it, and `NaN <= bound` is False, so one comparison refuses NaN, Inf and huge values
     alike). Two reductions per distinct modality width over its own columns (a view), each token taking its width's:
     no `(B, L, F)` temporary, where `abs` then `amax` wrote one (and masked columns past a narrower modality's width in
     another)."""
     widths = sorted({token_feature_dim(spec) for spec in specs if spec.get("input_dim") is not None})
-    peaks = input_values.new_zeros(input_values.shape[:2], dtype=torch.float64)
+    if len(widths) > 1:
+        width = modality_table(specs, token_feature_dim, token_modality.device).take(token_modality)
+    peaks = None
     for columns in widths:
         own = input_values[..., :columns]
         # in float64: negating an integer type's minimum would overflow, and float16 rounds the bound itself to inf
         high, low = own.amax(dim=-1).double(), own.amin(dim=-1).double()
         peak = torch.maximum(high, low.neg_())
-        peaks = peak if len(widths) == 1 else torch.where(width == columns, peak, peaks)
+        peaks = peak if peaks is None else torch.where(width == columns, peak, peaks)
     return peaks
+
+
+def modality_table(specs: list[dict], fact, device: torch.device) -> torch.Tensor:
+    """`(M,)` int table of one fact per modality, `fact(spec)`; a token's is `table.take(token_modality)`."""
+    return torch.tensor([fact(spec) for spec in specs], device=device)
+
+
+def vocab_sizes(specs: list[dict], token_modality: torch.Tensor) -> torch.Tensor:
+    """`(B, L)` vocabulary size of each token's modality (0 for a feature modality)."""
+    return modality_table(specs, lambda spec: spec.get("vocab_size") or 0, token_modality.device).take(token_modality)
+
+
+def tokens_of_kind(real: torch.Tensor, kinds: list[bool], token_modality: torch.Tensor) -> torch.Tensor | None:
+    """The `real` tokens whose modality's entry in `kinds` is True; None where no modality's is (nothing to check).
+    Decided in Python from the config: no host sync, and no per-token lookup where every modality's is True."""
+    if all(kinds):
+        return real
+    if not any(kinds):
+        return None
+    return real & torch.tensor(kinds, device=real.device).take(token_modality)
 
 
 def values_checks_skipped() -> bool:
@@ -178,7 +205,7 @@ def features_as_float(input_values: torch.Tensor | None) -> torch.Tensor | None:
     return input_values if input_values is None or input_values.is_floating_point() else input_values.float()
 
 
-def raise_input_error(problem, flags, config, modality_ids, input_ids, input_values, position_ids, width) -> None:
+def raise_input_error(problem, flags, config, modality_ids, input_ids, input_values, position_ids) -> None:
     """The detailed message for a failed check of `resolve_token_positions`: the slow path, run only on bad input."""
     sample, token = (int(index) for index in flags.nonzero()[0]) if flags.dim() == 2 else (0, 0)
     where = f"sample {sample}, token {token}"
@@ -206,7 +233,7 @@ def raise_input_error(problem, flags, config, modality_ids, input_ids, input_val
     if problem == "missing_ids":
         raise ValueError(f"Modality '{name}': `input_ids` must be an integer tensor of token ids, got None ({where}).")
     if problem == "missing_values":
-        raise ValueError(f"Modality '{name}': `input_values` (batch, seq_len, >= {int(width[sample, token])}) features are required, got None.")
+        raise ValueError(f"Modality '{name}': `input_values` (batch, seq_len, >= {token_feature_dim(config.modality_spec(name))}) features are required, got None.")
     if problem == "token_ids":
         vocab_size = config.modality_spec(name)["vocab_size"]
         raise ValueError(
@@ -217,7 +244,7 @@ def raise_input_error(problem, flags, config, modality_ids, input_ids, input_val
     if problem == "timestamps":
         raise ValueError(f"`timestamps` holds NaN or Inf at {where} (modality '{name}').")
     if problem == "feature_values":
-        frame = input_values[sample, token, : int(width[sample, token])]
+        frame = input_values[sample, token, : token_feature_dim(config.modality_spec(name))]
         kind = "NaN or Inf" if not bool(torch.isfinite(frame).all()) else f"magnitudes above {MAX_FEATURE_MAGNITUDE:g}"
         raise ValueError(
             f"Modality '{name}': `input_values` holds {kind} at {where}. Features must be finite and normalised "

@@ -34,6 +34,20 @@ def test_sinusoidal_encodes_position_and_none_does_not(samples):
         assert changed == should_change, encoding
 
 
+@pytest.mark.parametrize("encoding", ["learned", "sinusoidal"])
+@torch.no_grad()
+def test_padding_slots_may_hold_any_position_id(encoding):
+    """What padding holds in `position_ids` (here past the learned table, and negative) is never looked up."""
+    model = build_model(absolute_position_encoding=encoding, max_position_embeddings=128)
+    inputs = batch_of(random_samples())
+    expected = model(**inputs).last_hidden_state
+    padding = inputs["attention_mask"] == 0
+    assert padding.any()
+    for garbage in (10**6, -5):
+        inputs["position_ids"] = inputs["position_ids"].masked_fill(padding, garbage)
+        torch.testing.assert_close(model(**inputs).last_hidden_state, expected, atol=0, rtol=0)
+
+
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
 @torch.no_grad()
