@@ -53,8 +53,9 @@ class PosAttnAttention(nn.Module):
             # same row order in q and k leaves every score q.k unchanged
             query = self.projection_rows(self.q_proj, hidden_states, rotary.rows).view(hidden_shape)
             key = self.projection_rows(self.k_proj, hidden_states, rotary.rows).view(hidden_shape)
-            query = rotate_interleaved(query, rotary.phasors).transpose(1, 2)
-            key = rotate_interleaved(key, rotary.phasors).transpose(1, 2)
+            # q and k are fresh from `projection_rows` (a functional linear, which no hook sees)
+            query = rotate_interleaved(query, rotary.phasors, own=True).transpose(1, 2)
+            key = rotate_interleaved(key, rotary.phasors, own=True).transpose(1, 2)
         else:
             query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
             key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)

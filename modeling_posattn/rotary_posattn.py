@@ -73,12 +73,18 @@ def interleaved_rows(num_heads: int, head_dim: int, device: torch.device) -> tor
     return (torch.arange(num_heads, device=device)[:, None] * head_dim + half).flatten()
 
 
-def rotate_interleaved(x: torch.Tensor, phasors: torch.Tensor) -> torch.Tensor:
+def rotate_interleaved(x: torch.Tensor, phasors: torch.Tensor, own: bool = False) -> torch.Tensor:
     """RoFormer's rotation as a complex product (as in LLaMA's reference code): `x` is `(B, L, heads, d)` with its
     rotation pairs interleaved (`interleaved_rows`), each pair one complex number. One multiplication forward and one
     backward, where the half layout takes three passes forward (`rotate`) and four backward. A half-precision `x` (under
-    autocast) is rotated in float32 and returned in its own dtype: there is no complex bfloat16."""
-    working = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    autocast) is rotated in float32 and returned in its own dtype: there is no complex bfloat16. `own`: `x` is the
+    caller's temporary, which nothing else sees; without a gradient to record it is then rotated where it lies (no
+    fresh `(B, L, H)` block in inference)."""
+    full_precision = x.dtype in (torch.float32, torch.float64)
+    if own and full_precision and not (torch.is_grad_enabled() and x.requires_grad):
+        torch.view_as_complex(x.unflatten(-1, (-1, 2))).mul_(phasors)
+        return x
+    working = x if full_precision else x.float()
     pairs = torch.view_as_complex(working.unflatten(-1, (-1, 2)))
     return torch.view_as_real(pairs * phasors).flatten(-2).to(x.dtype)
 

@@ -1,6 +1,8 @@
 """PosAttnEncoderLayer: in inference the residual sums go into the sublayers' outputs, only where nothing else sees
 them; everywhere else (gradients, autocast, hooks) out of place, with the same results."""
 
+import contextlib
+
 import pytest
 import torch
 from conftest import batch_of, build_model, random_samples
@@ -68,11 +70,12 @@ def test_a_frozen_model_with_gradients_on_sums_in_place(residual_sums):
     assert residual_sums == [True] * 2 * model.config.num_hidden_layers
 
 
+@pytest.mark.parametrize("rotary", ["none", "time_rope"])
 @torch.no_grad()
-def test_autocast_sums_in_the_residuals_dtype(residual_sums, monkeypatch):
+def test_autocast_sums_in_the_residuals_dtype(rotary, residual_sums, monkeypatch):
     """Under bfloat16 autocast the attention and MLP outputs are bfloat16 and the residual float32: summed out of place,
-    in float32, as before."""
-    model, batch = build_model(), batch_of(random_samples())
+    in float32, as before (and bfloat16 q and k are rotated in float32, into new tensors)."""
+    model, batch = build_model(relative_position_encoding=rotary), batch_of(random_samples())
     with torch.autocast("cpu", dtype=torch.bfloat16):
         result = outputs(model, batch)
     assert residual_sums and not any(residual_sums)
@@ -125,3 +128,51 @@ def test_output_capture_keeps_the_sums_in_place_and_records_the_same(residual_su
         assert len(captured[name]) == len(expected[name])
         for tensor, reference in zip(captured[name], expected[name]):
             torch.testing.assert_close(tensor, reference, atol=0, rtol=0)
+
+
+def autocast_without_gradients():
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.no_grad())
+    stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
+    return stack
+
+
+@pytest.mark.parametrize("rotary", ["rope", "time_rope"])
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode, autocast_without_gradients])
+def test_inference_rotates_q_and_k_where_they_lie(rotary, mode, monkeypatch):
+    """q and k come fresh from the projection rows: without gradients they are rotated in place (not in bfloat16:
+    there is no complex bfloat16, they are rotated in float32 into new tensors), with the same outputs as the
+    rotation into new tensors."""
+    rotate_interleaved = layers_posattn.rotate_interleaved
+    in_place = []
+
+    def recorded(x, phasors, own=False):
+        result = rotate_interleaved(x, phasors, own)
+        in_place.append(result is x)
+        return result
+
+    model, batch = build_model(relative_position_encoding=rotary), batch_of(random_samples())
+    monkeypatch.setattr(layers_posattn, "rotate_interleaved", recorded)
+    with mode():
+        result = outputs(model, batch)
+    assert in_place == [mode is not autocast_without_gradients] * 2 * model.config.num_hidden_layers
+    monkeypatch.setattr(layers_posattn, "rotate_interleaved", lambda x, phasors, own=False: rotate_interleaved(x, phasors))
+    with mode():
+        expected = outputs(model, batch)
+    for tensor, reference in zip(result, expected):
+        torch.testing.assert_close(tensor, reference, atol=0, rtol=0)
+
+
+def test_rotation_in_place_only_without_a_gradient_to_record():
+    from modeling_posattn.rotary_posattn import rotate_interleaved
+
+    phasors = torch.polar(torch.ones(5, 1, 3), torch.randn(5, 1, 3))
+    x = torch.randn(2, 5, 4, 6, requires_grad=True)
+    rotated = rotate_interleaved(x, phasors, own=True)
+    assert rotated is not x
+    with torch.no_grad():
+        fresh = x.detach().clone()
+        assert rotate_interleaved(fresh, phasors, own=True) is fresh
+        torch.testing.assert_close(fresh, rotated.detach(), atol=0, rtol=0)
+        other = x.detach().clone()
+        assert rotate_interleaved(other, phasors) is not other  # not the caller's own: a new tensor
