@@ -35,17 +35,12 @@ def grouped_path_allowed(tensor: torch.Tensor) -> bool:
     )
 
 
-def plain_module(module: nn.Module, kind: type[nn.Module], output_capture_allowed: bool = False) -> bool:
+def plain_module(module: nn.Module, kind: type[nn.Module]) -> bool:
     """Whether `module` is exactly a `kind` that nothing wraps, so that its weights (or its `rows`) may stand in for its
     forward: no hook of its own or global (forward, pre-forward, backward), no `forward` replaced on the instance
     (accelerate's `add_hook_to_module`, adapters that patch it). Otherwise the module is called, and sees every token.
-    `output_capture_allowed`: transformers' output-capture forward hooks (`output_hidden_states`, `output_attentions`)
-    do not count."""
-    forward_hooks = [
-        hook for hook in module._forward_hooks.values()
-        if not (output_capture_allowed and getattr(hook, "__name__", None) == OUTPUT_CAPTURE_HOOK)
-    ]
-    hooks = (forward_hooks, module._forward_pre_hooks, module._backward_hooks, module._backward_pre_hooks)
+    The same test tells the encoder layer that nothing but itself sees a sublayer's output (`add_residual`)."""
+    hooks = (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks, module._backward_pre_hooks)
     global_hooks = (
         nn.modules.module._global_forward_hooks,
         nn.modules.module._global_forward_pre_hooks,
@@ -53,10 +48,6 @@ def plain_module(module: nn.Module, kind: type[nn.Module], output_capture_allowe
         nn.modules.module._global_backward_pre_hooks,
     )
     return type(module) is kind and "forward" not in vars(module) and not any(hooks) and not any(global_hooks)
-
-
-# the name of the hook `transformers.utils.output_capturing` installs (a renamed one counts as any other hook: safe)
-OUTPUT_CAPTURE_HOOK = "output_capturing_hook"
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,9 @@ class PosAttnEncoderLayer(GradientCheckpointingLayer):
         attention_bias: QueryBlockedBias | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
+        # asked before the sublayers run (a hook that removes itself when it fires is gone by the time of the sum) and
+        # again at the sum (a hook installed while they ran)
+        attention_unseen, mlp_unseen = self.attention_output_unseen(), self.mlp_output_unseen()
         attn_output, _ = self.self_attn(
             self.layer_norm1(hidden_states),
             attention_mask=attention_mask,
@@ -140,19 +143,20 @@ class PosAttnEncoderLayer(GradientCheckpointingLayer):
             attention_bias=attention_bias,
             **kwargs,
         )
-        hidden_states = add_residual(hidden_states, self.dropout(attn_output), self.attention_output_unseen())
+        attention_unseen = attention_unseen and self.attention_output_unseen()
+        hidden_states = add_residual(hidden_states, self.dropout(attn_output), attention_unseen)
         mlp_output = self.dropout(self.mlp(self.layer_norm2(hidden_states)))
-        return add_residual(hidden_states, mlp_output, self.mlp_output_unseen())
+        return add_residual(hidden_states, mlp_output, mlp_unseen and self.mlp_output_unseen())
 
     def attention_output_unseen(self) -> bool:
-        """Whether the attention's output reaches nothing but this layer: `o_proj` and the dropout are plain modules,
-        and the attention module carries no hook but transformers' output capture (installed for `output_attentions`: it
-        records the weights)."""
-        attention = self.self_attn
+        """Whether the attention's output reaches nothing but this layer: the attention module, its `o_proj` and the
+        dropout are plain modules (`plain_module`). transformers' output capture counts as a hook: once a call asked for
+        `output_hidden_states` or `output_attentions` its hooks stay on the attention modules, and the sums go out of
+        place from then on."""
         return (
-            plain_module(attention.o_proj, nn.Linear)
+            plain_module(self.self_attn, PosAttnAttention)
+            and plain_module(self.self_attn.o_proj, nn.Linear)
             and plain_module(self.dropout, nn.Dropout)
-            and plain_module(attention, PosAttnAttention, output_capture_allowed=True)
         )
 
     def mlp_output_unseen(self) -> bool:
@@ -169,10 +173,10 @@ def add_residual(residual: torch.Tensor, update: torch.Tensor, update_unseen: bo
     residual's dtype (under autocast the update may be in half precision: the sum is in the residual's), and autograd
     records nothing (inference). The sum then takes no fresh `(B, L, H)` block, which on CPU is mostly the first touch
     of its pages wherever the allocator has handed freed memory back (glibc does, between forwards). Bitwise the same
-    sum (addition commutes)."""
+    sum (addition commutes). Not seen by the test of `update_unseen`: a hook both added and removed within one
+    sublayer call, a `forward` patched on the class rather than the instance."""
     in_place = (
         update_unseen
-        and update.shape == residual.shape
         and update.dtype == residual.dtype
         and not (torch.is_grad_enabled() and update.requires_grad)
     )

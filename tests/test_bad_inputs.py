@@ -116,6 +116,7 @@ BAD_INPUTS = [
     ("input_ids out of vocabulary", lambda _: forward(input_ids=batch()["input_ids"] + 10), ValueError, r"Modality 'text'.*\[0, 10\)"),
     ("input_ids of floats", lambda _: forward(input_ids=batch()["input_ids"].float()), TypeError, "`input_ids`.*integer"),
     ("input_values too narrow", lambda _: forward(input_values=batch()["input_values"][..., :2]), ValueError, "Modality 'audio'.*>= 4"),
+    ("input_values missing for a strided stem", lambda _: forward(overrides={"modalities": {**MODALITIES, "audio": {"input_dim": 4, "sampling_rate": 100.0, "stem": {"type": "linear", "stride": 2}}}}, input_values=None), ValueError, r"Modality 'audio'.*>= 8\) features are required"),
     ("input_values complex", lambda _: forward(input_values=batch()["input_values"].to(torch.complex64)), TypeError, "real-valued"),
     ("negative position_ids under learned", lambda _: forward(overrides={"absolute_position_encoding": "learned"}, position_ids=batch()["position_ids"] - 1), ValueError, "`position_ids` must be >= 0.*sample 0, token 0"),
     ("position_ids past the learned table", lambda _: forward(overrides={"absolute_position_encoding": "learned", "max_position_embeddings": 4}), ValueError, "Modality 'audio'.*exceed the `learned` position table"),

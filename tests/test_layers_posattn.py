@@ -12,7 +12,7 @@ from modeling_posattn import layers_posattn
 
 ENCODINGS = [
     dict(absolute_position_encoding="sinusoidal", relative_position_encoding="rope"),
-    dict(absolute_position_encoding="multiscale", fusion="gated", relative_position_encoding="time_rope"),
+    dict(absolute_position_encoding="multiscale", position_fusion="gated", relative_position_encoding="time_rope"),
     dict(absolute_position_encoding="none", relative_position_encoding="relative_bias"),
 ]
 
@@ -116,18 +116,60 @@ def test_a_hook_keeps_the_output_it_saw(hooked):
 
 
 @torch.no_grad()
-def test_output_capture_keeps_the_sums_in_place_and_records_the_same(residual_sums, monkeypatch):
-    """transformers' output-capture hooks (on every layer and attention module once installed) read the layers' outputs
-    and the attention weights: the sums stay in place, and what they record is what the out-of-place model records."""
+def test_output_capture_records_what_the_out_of_place_model_does(residual_sums, monkeypatch):
+    """transformers' output-capture hooks (on every layer and attention module, once a call asked for them) count as
+    hooks: the attention's sums go out of place from then on, the MLP's stay in place, and what they record is what the
+    out-of-place model records."""
     model, batch = build_model(attn_implementation="eager"), batch_of(random_samples())
     captured = model(**batch, output_hidden_states=True, output_attentions=True)
-    assert residual_sums[-2:] == [True, True]
+    assert residual_sums == [False, True] * model.config.num_hidden_layers
     out_of_place(monkeypatch)
     expected = model(**batch, output_hidden_states=True, output_attentions=True)
     for name in ("hidden_states", "attentions"):
         assert len(captured[name]) == len(expected[name])
         for tensor, reference in zip(captured[name], expected[name]):
             torch.testing.assert_close(tensor, reference, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("hooked", SUBLAYERS)
+@torch.no_grad()
+def test_a_hook_that_removes_itself_keeps_the_output_it_saw(hooked):
+    """A one-shot hook (it removes itself when it fires) is gone by the time of the sum: still not summed into."""
+    model, batch = build_model(), batch_of(random_samples())
+    seen = []
+
+    def once(module, args, output):
+        tensor = output[0] if isinstance(output, tuple) else output
+        seen.append((tensor, tensor.clone()))
+        handle.remove()
+
+    handle = model.layers[0].get_submodule(hooked).register_forward_hook(once)
+    model(**batch)
+    assert len(seen) == 1
+    torch.testing.assert_close(*seen[0], atol=0, rtol=0)
+
+
+@torch.no_grad()
+def test_a_recorder_of_the_attention_output_records_it_unchanged(monkeypatch):
+    """An `OutputRecorder` of the attention module's own output (index 0, in a subclass) records it, not the sum."""
+    from transformers.utils.output_capturing import OutputRecorder
+
+    from modeling_posattn import PosAttnModel
+    from modeling_posattn.layers_posattn import PosAttnAttention, PosAttnEncoderLayer
+
+    class RecordingModel(PosAttnModel):
+        _can_record_outputs = {
+            "hidden_states": PosAttnEncoderLayer,
+            "attentions": PosAttnAttention,
+            "attention_outputs": OutputRecorder(PosAttnAttention, index=0),
+        }
+
+    model, batch = build_model(RecordingModel), batch_of(random_samples())
+    recorded = model(**batch, output_attention_outputs=True)["attention_outputs"]
+    out_of_place(monkeypatch)
+    expected = model(**batch, output_attention_outputs=True)["attention_outputs"]
+    for tensor, reference in zip(recorded, expected, strict=True):
+        torch.testing.assert_close(tensor, reference, atol=0, rtol=0)
 
 
 def autocast_without_gradients():
@@ -176,3 +218,25 @@ def test_rotation_in_place_only_without_a_gradient_to_record():
         torch.testing.assert_close(fresh, rotated.detach(), atol=0, rtol=0)
         other = x.detach().clone()
         assert rotate_interleaved(other, phasors) is not other  # not the caller's own: a new tensor
+
+
+@pytest.mark.parametrize("hooked", ["self_attn.o_proj", "mlp.fc2"])
+@torch.no_grad()
+def test_a_hook_installed_during_the_layers_call_keeps_the_output_it_saw(hooked):
+    """A hook that another hook installs while the layer runs (here from the first norm's pre-hook) is there at the sum:
+    not summed into."""
+    model, batch = build_model(), batch_of(random_samples())
+    layer, seen = model.layers[0], []
+
+    def keep(module, args, output):
+        seen.append((output, output.clone()))
+
+    def install(module, args):
+        if not seen and not layer.get_submodule(hooked)._forward_hooks:
+            layer.get_submodule(hooked).register_forward_hook(keep)
+
+    layer.layer_norm1.register_forward_pre_hook(install)
+    model(**batch)
+    assert seen
+    for tensor, as_seen in seen:
+        torch.testing.assert_close(tensor, as_seen, atol=0, rtol=0)

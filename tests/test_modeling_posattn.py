@@ -292,3 +292,58 @@ def test_a_saved_config_from_before_unit_scale_loads_without_it(tmp_path):
     saved.pop("unit_scale_embeddings")
     (tmp_path / "config.json").write_text(json.dumps(saved))
     assert not PosAttnConfig.from_pretrained(tmp_path).unit_scale_embeddings
+
+
+def positions_of(mask: torch.Tensor, padded: bool | None):
+    from modeling_posattn.positional_encodings import TokenPositions
+
+    zeros = torch.zeros(mask.shape, dtype=torch.long)
+    return TokenPositions(zeros, zeros.float(), zeros, mask, zeros, padded=padded)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@torch.no_grad()
+def test_mean_pooling_is_the_same_with_and_without_padding(dtype):
+    """The plain mean of an unpadded batch and the masked mean of a padded one pool a sample alike: both sum in float32
+    (or wider) and divide by the exact count (a half-precision sum of 257 ones is 256)."""
+    from modeling_posattn.modeling_posattn import masked_mean
+
+    hidden = torch.randn(2, 257, 8).to(dtype)
+    mask = torch.ones(2, 257, dtype=torch.bool)
+    plain, masked = (masked_mean(hidden, positions_of(mask, padded)) for padded in (False, True))
+    torch.testing.assert_close(masked, plain, atol=0, rtol=0)
+    torch.testing.assert_close(plain.double(), hidden.double().mean(1), atol=1e-2 if dtype != torch.float32 else 1e-6, rtol=0)
+
+
+@torch.no_grad()
+def test_mean_pooling_of_an_unpadded_batch_makes_no_token_sized_product():
+    """Without padding the pooled output is a plain mean: no `(B, L, H)` product of the hidden states and the mask."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from modeling_posattn.modeling_posattn import masked_mean
+
+    class LargestOutput(TorchDispatchMode):
+        largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            result = func(*args, **(kwargs or {}))
+            if isinstance(result, torch.Tensor):
+                self.largest = max(self.largest, result.numel())
+            return result
+
+    hidden, mask = torch.randn(2, 50, 8), torch.ones(2, 50, dtype=torch.bool)
+    for padded, token_sized in ((False, False), (True, True)):
+        with LargestOutput() as mode:
+            masked_mean(hidden, positions_of(mask, padded))
+        assert (mode.largest >= hidden.numel()) == token_sized
+
+
+@torch.no_grad()
+def test_mean_pooling_while_padding_is_unknown_masks():
+    """While tracing `padded` is None: the padding is left out of the mean, as with `padded=True`."""
+    from modeling_posattn.modeling_posattn import masked_mean
+
+    hidden = torch.randn(2, 6, 4)
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1] * 6], dtype=torch.bool)
+    expected = torch.stack([hidden[0, :3].mean(0), hidden[1].mean(0)])
+    torch.testing.assert_close(masked_mean(hidden, positions_of(mask, None)), expected)
