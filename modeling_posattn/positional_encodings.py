@@ -78,9 +78,10 @@ class TokenPositions:
 
 
 def modality_one_hot(modality_ids: torch.Tensor, mask: torch.Tensor, num_modalities: int) -> torch.Tensor:
-    """`(B, L, M)` indicator of each real token's modality."""
-    one_hot = nn.functional.one_hot(modality_ids.clamp(0, num_modalities - 1), num_modalities)
-    return one_hot * mask.unsqueeze(-1).long()
+    """`(B, L, M)` indicator of each real token's modality. A comparison with `arange(M)`, not `one_hot`, whose range
+    check syncs with the device twice."""
+    modalities = torch.arange(num_modalities, device=modality_ids.device)
+    return ((modality_ids.clamp(0, num_modalities - 1).unsqueeze(-1) == modalities) & mask.unsqueeze(-1)).long()
 
 
 def default_position_ids(modality_ids: torch.Tensor, mask: torch.Tensor, num_modalities: int) -> torch.Tensor:

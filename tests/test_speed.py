@@ -999,3 +999,32 @@ def test_group_by_length_with_augmentation_measures_augmented_rows():
     assert isinstance(sampler, LengthGroupedSampler)
     assert [int(n) for n in sampler.lengths] == [sum(row) for row in lengths]  # a window slice is resampled back
     assert trainer.train().global_step == 1
+
+
+@pytest.mark.parametrize("given", ["everything", "no positions or times", "no mask", "nothing optional"])
+def test_the_entry_checks_sync_with_the_device_once(given, monkeypatch):
+    """One `tolist` for every check and fact of a batch, and no `.item()` besides (`one_hot`'s range check made two
+    more in the default positions and times)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from modeling_posattn.validation_posattn import resolve_token_positions
+
+    class CountItems(TorchDispatchMode):
+        items = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.items += func is torch.ops.aten._local_scalar_dense.default
+            return func(*args, **(kwargs or {}))
+
+    model = build_model(absolute_position_encoding="learned", max_position_embeddings=256)
+    inputs = batch_of(random_samples())
+    dropped = {"everything": (), "no positions or times": ("position_ids", "timestamps"), "no mask": ("attention_mask",),
+               "nothing optional": ("position_ids", "timestamps", "attention_mask")}[given]
+    inputs = {key: value for key, value in inputs.items() if key not in dropped}
+    syncs, original_tolist = [], torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda tensor: syncs.append(1) or original_tolist(tensor))
+    with CountItems() as counted:
+        resolve_token_positions(model.config, inputs.get("input_values"), inputs.get("input_ids"),
+                                inputs["modality_ids"], inputs.get("position_ids"), inputs.get("timestamps"),
+                                inputs.get("attention_mask"))
+    assert (len(syncs), counted.items) == (1, 0)
