@@ -88,7 +88,7 @@ class PosAttnEmbeddings(nn.Module):
                     # other modalities' positions hold arbitrary ids: clamp them into the table, then drop them
                     ids = input_ids.clamp(0, module.num_embeddings - 1)
                     parts.append(module(ids) if selected is None else torch.where(selected[..., None], module(ids), 0.0))
-            elif values is not None and (grouped is None or not isinstance(module, LinearStem)):
+            elif values is not None and (grouped is None or not in_grouped_stems(module)):
                 if selected is None and not isinstance(module, nn.Linear):  # only the Linear stem takes no mask
                     selected = positions.mask
                 if isinstance(module, ConvStem) and positions.token_counts is not None:
@@ -108,7 +108,7 @@ class PosAttnEmbeddings(nn.Module):
         own modality's columns (`where`: whatever the others hold, even NaN, cannot reach it). None where the path does
         not run: no `order` (one modality, or `grouped_path_allowed` said no), no features, no Linear stem, or a hidden
         size grouped_mm cannot take (not a multiple of 8)."""
-        stems = [module if isinstance(module, LinearStem) else None for module in self.content]
+        stems = [module if in_grouped_stems(module) else None for module in self.content]
         if order is None or values is None or not any(stems):
             return None
         hidden_size = self.modality_embedding.weight.shape[-1]
@@ -195,3 +195,9 @@ class PosAttnEmbeddings(nn.Module):
             encoding, rows = self.encode_positions(hidden_states, positions)
             hidden_states = self.fusion(hidden_states, encoding, modality_ids, order, rows)
         return self.dropout(hidden_states)
+
+
+def in_grouped_stems(module: nn.Module) -> bool:
+    """Whether a modality's content module joins the grouped GEMM of the Linear stems, which reads its weights: a
+    plain `LinearStem` (`plain_module`); a hooked or wrapped one is called as a module."""
+    return plain_module(module, LinearStem)

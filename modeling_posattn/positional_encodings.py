@@ -406,10 +406,14 @@ def select_per_modality(
     multiple of 8), as one batched computation: the M linear maps stacked into one `(M * out, in)` matrix,
     applied to every token, and each token's own block picked by `torch.gather`. That costs M times the FLOPs, but has
     no data-dependent shape: one graph for torch.compile and torch.export. (Gathering a `(2H, H)` matrix per token
-    instead would need L x 2H x H memory.)
+    instead would need L x 2H x H memory.) Both read the maps' weights, so they run only where every map is a plain
+    Linear (`plain_module`); a hooked or wrapped one (an adapter) is called as a module, each over every token.
     """
     if len(linears) == 1:
         return linears[0](inputs)
+    if not all(plain_module(linear, nn.Linear) for linear in linears):
+        every = torch.stack([linear(inputs) for linear in linears], dim=-2)  # (B, L, M, out)
+        return pick_own_modality(every, modality_ids)
     out_dim = linears[0].out_features
     if order is not None and aligned(out_dim):
         columns = inputs.shape[-1]
@@ -419,7 +423,12 @@ def select_per_modality(
     weight = torch.cat([linear.weight for linear in linears])
     bias = torch.cat([linear.bias for linear in linears])
     every = nn.functional.linear(inputs, weight, bias).unflatten(-1, (len(linears), out_dim))  # (B, L, M, out)
-    index = modality_ids.clamp(0, len(linears) - 1)[..., None, None].expand(*modality_ids.shape, 1, out_dim)
+    return pick_own_modality(every, modality_ids)
+
+
+def pick_own_modality(every: torch.Tensor, modality_ids: torch.Tensor) -> torch.Tensor:
+    """`(B, L, out)`: each token's own modality's entry of `every`, `(B, L, M, out)`."""
+    index = modality_ids.clamp(0, every.shape[-2] - 1)[..., None, None].expand(*modality_ids.shape, 1, every.shape[-1])
     return every.gather(-2, index).squeeze(-2)
 
 

@@ -234,3 +234,37 @@ def test_the_batch_is_sorted_only_for_a_model_with_maps_per_modality(monkeypatch
     assert not sorts
     build_model(modalities=conv, position_fusion="gated")(**inputs)
     assert len(sorts) == 1
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+@torch.no_grad()
+def test_a_hooked_gate_is_called_as_a_module(grouped, monkeypatch):
+    """The per-modality maps read the gates' weights only where every gate is a plain Linear: a hook on one gate runs
+    (doubling its output is doubling its weight and bias), on the grouped path and on the batched formula alike."""
+    if not grouped:
+        monkeypatch.setattr(embeddings_module, "grouped_path_allowed", lambda tensor: False)
+    inputs = batch_of(random_samples())
+    settings = dict(absolute_position_encoding="sinusoidal", position_fusion="gated")
+    scaled = build_model(**settings)
+    gate = scaled.embeddings.fusion.gates[1]
+    gate.weight.mul_(2)
+    gate.bias.mul_(2)
+    hooked = build_model(**settings)
+    calls = []
+    hooked.embeddings.fusion.gates[1].register_forward_hook(lambda module, args, output: calls.append(1) or output * 2)
+    torch.testing.assert_close(hooked(**inputs).last_hidden_state, scaled(**inputs).last_hidden_state)
+    assert calls
+
+
+@torch.no_grad()
+def test_a_hooked_linear_stem_is_called_as_a_module(grouped_calls, monkeypatch):
+    """A hook on one Linear stem runs (here cubing its output): the grouped stems leave that modality to its module, and
+    the outputs are those of every module called as one."""
+    inputs = batch_of(random_samples())
+    model = build_model(absolute_position_encoding="sinusoidal")
+    calls = []
+    model.embeddings.content[1].register_forward_hook(lambda module, args, output: calls.append(1) or output**3)
+    hooked = model(**inputs).last_hidden_state
+    assert calls and len(grouped_calls) == 1  # the other feature stem alone
+    monkeypatch.setattr(embeddings_module, "grouped_path_allowed", lambda tensor: False)
+    torch.testing.assert_close(hooked, model(**inputs).last_hidden_state, atol=1e-6, rtol=0)
