@@ -76,7 +76,8 @@ class PosAttnEmbeddings(nn.Module):
         every_token_own = len(self.content) == 1 and positions.padded is False
         parts = []
         values = input_values.to(weight.dtype) if input_values is not None else None
-        grouped = self.grouped_linear_stems(values, positions, order)
+        joins = [in_grouped_stems(module) for module in self.content]  # decided once: a hook may come or go mid-call
+        grouped = self.grouped_linear_stems(values, positions, order, joins)
         if grouped is not None:
             parts.append(grouped)
         # Every other modality's module runs over the whole packed sequence and zeroes what is not its own: no boolean
@@ -88,7 +89,7 @@ class PosAttnEmbeddings(nn.Module):
                     # other modalities' positions hold arbitrary ids: clamp them into the table, then drop them
                     ids = input_ids.clamp(0, module.num_embeddings - 1)
                     parts.append(module(ids) if selected is None else torch.where(selected[..., None], module(ids), 0.0))
-            elif values is not None and (grouped is None or not in_grouped_stems(module)):
+            elif values is not None and (grouped is None or not joins[index]):
                 if selected is None and not isinstance(module, nn.Linear):  # only the Linear stem takes no mask
                     selected = positions.mask
                 if isinstance(module, ConvStem) and positions.token_counts is not None:
@@ -101,14 +102,15 @@ class PosAttnEmbeddings(nn.Module):
         return content + self.modality_embedding(modality_ids)
 
     def grouped_linear_stems(
-        self, values: torch.Tensor | None, positions: TokenPositions, order: ModalityOrder | None
+        self, values: torch.Tensor | None, positions: TokenPositions, order: ModalityOrder | None, joins: list[bool]
     ) -> torch.Tensor | None:
         """Every Linear stem at once, as one grouped GEMM over the tokens in modality order (`grouped_posattn.py`):
         `(B, L, H)`, zero at every token that is not a real token of a Linear-stem modality. Each row keeps only its
         own modality's columns (`where`: whatever the others hold, even NaN, cannot reach it). None where the path does
         not run: no `order` (one modality, or `grouped_path_allowed` said no), no features, no Linear stem, or a hidden
-        size grouped_mm cannot take (not a multiple of 8)."""
-        stems = [module if in_grouped_stems(module) else None for module in self.content]
+        size grouped_mm cannot take (not a multiple of 8). `joins`: whether each content module is one of them
+        (`in_grouped_stems`), decided once per forward by the caller."""
+        stems = [module if join else None for module, join in zip(self.content, joins)]
         if order is None or values is None or not any(stems):
             return None
         hidden_size = self.modality_embedding.weight.shape[-1]

@@ -169,8 +169,11 @@ class LearnedPositionEncoding(nn.Module):
     def index(self, positions: TokenPositions) -> torch.Tensor:
         return positions.modality_ids * self.max_positions + positions.position_ids.clamp_max(self.max_positions - 1)
 
-    def rows(self, content: torch.Tensor, positions: TokenPositions) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(table, index)` with `forward(...) == table[index]`."""
+    def rows(self, content: torch.Tensor, positions: TokenPositions) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """`(table, index)` with `forward(...) == table[index]`; None where the table is hooked or wrapped
+        (`plain_module`): it is then called, per token."""
+        if not plain_module(self.table, nn.Embedding):
+            return None
         return self.table.weight, self.index(positions)
 
 

@@ -268,3 +268,26 @@ def test_a_hooked_linear_stem_is_called_as_a_module(grouped_calls, monkeypatch):
     assert calls and len(grouped_calls) == 1  # the other feature stem alone
     monkeypatch.setattr(embeddings_module, "grouped_path_allowed", lambda tensor: False)
     torch.testing.assert_close(hooked, model(**inputs).last_hidden_state, atol=1e-6, rtol=0)
+
+
+@torch.no_grad()
+def test_a_stem_hooked_during_the_forward_is_counted_once(monkeypatch):
+    """Whether each Linear stem joins the grouped GEMM is decided once per forward: a hook that another stem's hook
+    installs on it mid-call (here an identity) neither drops it nor counts it twice."""
+    inputs = batch_of(random_samples())
+
+    def run():
+        model = build_model(absolute_position_encoding="sinusoidal")
+        stem, installed = model.embeddings.content[1], []
+
+        def installer(module, args, output):
+            if not installed:
+                installed.append(stem.register_forward_hook(lambda module, args, output: output))
+            return output
+
+        model.embeddings.content[0].register_forward_hook(installer)
+        return model(**inputs).last_hidden_state
+
+    hooked_mid_call = run()
+    monkeypatch.setattr(embeddings_module, "grouped_path_allowed", lambda tensor: False)
+    torch.testing.assert_close(hooked_mid_call, run(), atol=1e-6, rtol=0)

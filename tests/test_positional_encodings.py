@@ -419,6 +419,22 @@ def test_a_wrapped_encoding_is_called_per_token(kind):
     assert len(seen) == 1
 
 
+@torch.no_grad()
+def test_a_hooked_learned_table_is_looked_up_per_token():
+    """A hook on the `learned` encoding's table runs (doubling its output is doubling the table), also where the table
+    has fewer rows than the batch has tokens (the rows path, which reads the table's weight, is not taken for it)."""
+    inputs = batch_of(random_samples())
+    scaled = build_model(absolute_position_encoding="learned", max_position_embeddings=81)
+    scaled.embeddings.position_encoding.table.weight.mul_(2)
+    hooked = build_model(absolute_position_encoding="learned", max_position_embeddings=81)
+    table = hooked.embeddings.position_encoding.table
+    assert table.weight.shape[0] < inputs["attention_mask"].numel()
+    calls = []
+    table.register_forward_hook(lambda module, args, output: calls.append(1) or output * 2)
+    torch.testing.assert_close(hooked(**inputs).last_hidden_state, scaled(**inputs).last_hidden_state)
+    assert calls
+
+
 def test_gated_fusion_of_a_width_grouped_mm_cannot_take_falls_back(monkeypatch):
     """Hidden size 12 in bfloat16 (24-byte rows: grouped_mm needs multiples of 16): the split map is not grouped, and the
     model runs as it did, several modalities and gated fusion over multiscale rows."""
