@@ -194,7 +194,8 @@ class PatchStem(nn.Module):
 
     Each token is embedded from its own frames only, so nothing crosses tokens, modalities or padding. The patch
     embedding's weights are a `Conv2d`'s whose width equals its step, applied as one Linear over every patch's values
-    (the patches cut by a view and one copy of the frames).
+    (the patches cut by a view and one copy of the frames); the `Conv2d` holds them (checkpoints load unchanged) but is
+    not called, so hooks on it do not reach the forward.
     """
 
     def __init__(self, spec: dict[str, Any], hidden_size: int, eps: float = 1e-5, act: str = "gelu"):
