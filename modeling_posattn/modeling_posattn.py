@@ -267,23 +267,10 @@ class PosAttnModel(PosAttnPreTrainedModel):
         if self.cls_token is not None:
             pooled = last_hidden_state[:, 0]
         else:
-            pooled = masked_mean(last_hidden_state, positions)
+            pooled = positions.mean_over_real_tokens(last_hidden_state)
         return PosAttnModelOutput(
             last_hidden_state=last_hidden_state, pooler_output=pooled, modality_ids=output_modality_ids
         )
-
-
-def masked_mean(hidden_states: torch.Tensor, positions: TokenPositions) -> torch.Tensor:
-    """`(B, H)` mean over each sample's real tokens; without padding (known from the value checks) a plain mean, which
-    needs no `(B, L, H)` product. Either way summed in float32 or wider and divided by the exact count."""
-    if positions.padded is False:
-        return hidden_states.mean(1)
-    # as `mean` does in half precision: summed in float32, divided by the exact count (a bfloat16 sum of ones rounds
-    # counts past 256)
-    weights = positions.mask.unsqueeze(-1).to(hidden_states.dtype)
-    accumulate = torch.promote_types(hidden_states.dtype, torch.float32)
-    counts = positions.mask.sum(1, keepdim=True).to(accumulate)
-    return ((hidden_states * weights).sum(1, dtype=accumulate) / counts).to(hidden_states.dtype)
 
 
 class PosAttnForSequenceClassification(PosAttnPreTrainedModel):

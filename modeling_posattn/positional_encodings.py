@@ -76,6 +76,19 @@ class TokenPositions:
             token_counts=self.token_counts,
         )
 
+    def mean_over_real_tokens(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """`(B, H)` mean of `(B, L, H)` states over each sample's real tokens; without padding (known from the value
+        checks) a plain mean, which needs no `(B, L, H)` product. Either way summed in float32 or wider and divided by
+        the exact count."""
+        if self.padded is False:
+            return hidden_states.mean(1)
+        # as `mean` does in half precision: summed in float32, divided by the exact count (a bfloat16 sum of ones
+        # rounds counts past 256)
+        weights = self.mask.unsqueeze(-1).to(hidden_states.dtype)
+        accumulate = torch.promote_types(hidden_states.dtype, torch.float32)
+        counts = self.mask.sum(1, keepdim=True).to(accumulate)
+        return ((hidden_states * weights).sum(1, dtype=accumulate) / counts).to(hidden_states.dtype)
+
 
 def modality_one_hot(modality_ids: torch.Tensor, mask: torch.Tensor, num_modalities: int) -> torch.Tensor:
     """`(B, L, M)` indicator of each real token's modality. A comparison with `arange(M)`, not `one_hot`, whose range

@@ -447,3 +447,52 @@ def test_gated_fusion_of_a_width_grouped_mm_cannot_take_falls_back(monkeypatch):
     rows_path = model(**inputs).last_hidden_state
     monkeypatch.setattr(positional_encodings, "map_of_content_and_rows", lambda *args, **kwargs: None)
     torch.testing.assert_close(rows_path, model(**inputs).last_hidden_state, atol=0, rtol=0)
+
+
+def positions_of(mask: torch.Tensor, padded: bool | None):
+    from modeling_posattn.positional_encodings import TokenPositions
+
+    zeros = torch.zeros(mask.shape, dtype=torch.long)
+    return TokenPositions(zeros, zeros.float(), zeros, mask, zeros, padded=padded)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@torch.no_grad()
+def test_mean_pooling_is_the_same_with_and_without_padding(dtype):
+    """The plain mean of an unpadded batch and the masked mean of a padded one pool a sample alike: both sum in float32
+    (or wider) and divide by the exact count (a half-precision sum of 257 ones is 256)."""
+    hidden = torch.randn(2, 257, 8).to(dtype)
+    mask = torch.ones(2, 257, dtype=torch.bool)
+    plain, masked = (positions_of(mask, padded).mean_over_real_tokens(hidden) for padded in (False, True))
+    torch.testing.assert_close(masked, plain, atol=0, rtol=0)
+    torch.testing.assert_close(plain.double(), hidden.double().mean(1), atol=1e-2 if dtype != torch.float32 else 1e-6, rtol=0)
+
+
+@torch.no_grad()
+def test_mean_pooling_of_an_unpadded_batch_makes_no_token_sized_product():
+    """Without padding the pooled output is a plain mean: no `(B, L, H)` product of the hidden states and the mask."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class LargestOutput(TorchDispatchMode):
+        largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            result = func(*args, **(kwargs or {}))
+            if isinstance(result, torch.Tensor):
+                self.largest = max(self.largest, result.numel())
+            return result
+
+    hidden, mask = torch.randn(2, 50, 8), torch.ones(2, 50, dtype=torch.bool)
+    for padded, token_sized in ((False, False), (True, True)):
+        with LargestOutput() as mode:
+            positions_of(mask, padded).mean_over_real_tokens(hidden)
+        assert (mode.largest >= hidden.numel()) == token_sized
+
+
+@torch.no_grad()
+def test_mean_pooling_while_padding_is_unknown_masks():
+    """While tracing `padded` is None: the padding is left out of the mean, as with `padded=True`."""
+    hidden = torch.randn(2, 6, 4)
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1] * 6], dtype=torch.bool)
+    expected = torch.stack([hidden[0, :3].mean(0), hidden[1].mean(0)])
+    torch.testing.assert_close(positions_of(mask, None).mean_over_real_tokens(hidden), expected)
