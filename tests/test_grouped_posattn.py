@@ -240,7 +240,8 @@ def test_the_batch_is_sorted_only_for_a_model_with_maps_per_modality(monkeypatch
 @torch.no_grad()
 def test_a_hooked_gate_is_called_as_a_module(grouped, monkeypatch):
     """The per-modality maps read the gates' weights only where every gate is a plain Linear: a hook on one gate runs
-    (doubling its output is doubling its weight and bias), on the grouped path and on the batched formula alike."""
+    (doubling its output is doubling its weight and bias: the reference, with plain gates, runs the grouped path or the
+    batched formula)."""
     if not grouped:
         monkeypatch.setattr(embeddings_module, "grouped_path_allowed", lambda tensor: False)
     inputs = batch_of(random_samples())
