@@ -90,8 +90,8 @@ def resolve_token_positions(
     num_modalities = config.num_modalities
     token_modality = modality_ids.clamp(0, num_modalities - 1)
     real = mask & (token_modality == modality_ids)  # real tokens of a known modality
-    is_token = tokens_of_kind(real, [bool(spec.get("vocab_size")) for spec in specs], token_modality)
-    is_feature = tokens_of_kind(real, [token_feature_dim(spec) > 0 for spec in specs], token_modality)
+    is_token = tokens_of_kind(real, specs, lambda spec: bool(spec.get("vocab_size")), token_modality)
+    is_feature = tokens_of_kind(real, specs, lambda spec: token_feature_dim(spec) > 0, token_modality)
     problems = {
         # 1 and 0 only: a mask value equals its own `!= 0`
         "mask_values": attention_mask != mask if attention_mask is not None else None,
@@ -174,7 +174,8 @@ def feature_peaks(input_values: torch.Tensor, token_modality: torch.Tensor, spec
 
 
 def modality_table(specs: list[dict], fact, device: torch.device) -> torch.Tensor:
-    """`(M,)` int table of one fact per modality, `fact(spec)`; a token's is `table.take(token_modality)`."""
+    """`(M,)` table of one fact per modality, `fact(spec)` (an int or a bool); a token's is
+    `table.take(token_modality)`."""
     return torch.tensor([fact(spec) for spec in specs], device=device)
 
 
@@ -183,14 +184,15 @@ def vocab_sizes(specs: list[dict], token_modality: torch.Tensor) -> torch.Tensor
     return modality_table(specs, lambda spec: spec.get("vocab_size") or 0, token_modality.device).take(token_modality)
 
 
-def tokens_of_kind(real: torch.Tensor, kinds: list[bool], token_modality: torch.Tensor) -> torch.Tensor | None:
-    """The `real` tokens whose modality's entry in `kinds` is True; None where no modality's is (nothing to check).
-    Decided in Python from the config: no host sync, and no per-token lookup where every modality's is True."""
+def tokens_of_kind(real: torch.Tensor, specs: list[dict], of_kind, token_modality: torch.Tensor) -> torch.Tensor | None:
+    """The `real` tokens of the modalities where `of_kind(spec)` holds; None where it holds for none (nothing to check).
+    Decided in Python from the config: no host sync, and no per-token lookup where it holds for every modality."""
+    kinds = [of_kind(spec) for spec in specs]
     if all(kinds):
         return real
     if not any(kinds):
         return None
-    return real & torch.tensor(kinds, device=real.device).take(token_modality)
+    return real & modality_table(specs, of_kind, real.device).take(token_modality)
 
 
 def values_checks_skipped() -> bool:

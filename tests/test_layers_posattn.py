@@ -90,6 +90,20 @@ def test_autocast_sums_in_the_residuals_dtype(rotary, residual_sums, monkeypatch
 SUBLAYERS = ["mlp", "mlp.fc2", "self_attn", "self_attn.o_proj", "dropout"]
 
 
+def keep_output(seen: list, output) -> None:
+    """What a hook keeps: its tensor output (a tuple's first), with a copy of what it held then."""
+    tensor = output[0] if isinstance(output, tuple) else output
+    if isinstance(tensor, torch.Tensor):
+        seen.append((tensor, tensor.clone()))
+
+
+def assert_unchanged(seen: list) -> None:
+    """Every kept tensor still holds what its hook saw."""
+    assert seen
+    for tensor, as_seen in seen:
+        torch.testing.assert_close(tensor, as_seen, atol=0, rtol=0)
+
+
 @pytest.mark.parametrize("hooked", [*SUBLAYERS, "every module"])
 @torch.no_grad()
 def test_a_hook_keeps_the_output_it_saw(hooked):
@@ -98,9 +112,7 @@ def test_a_hook_keeps_the_output_it_saw(hooked):
     seen = []
 
     def hook(module, args, output):
-        tensor = output[0] if isinstance(output, tuple) else output
-        if isinstance(tensor, torch.Tensor):
-            seen.append((tensor, tensor.clone()))
+        keep_output(seen, output)
 
     if hooked == "every module":
         handle = nn.modules.module.register_module_forward_hook(hook)
@@ -110,9 +122,7 @@ def test_a_hook_keeps_the_output_it_saw(hooked):
         model(**batch)
     finally:
         handle.remove()
-    assert seen
-    for tensor, as_seen in seen:
-        torch.testing.assert_close(tensor, as_seen, atol=0, rtol=0)
+    assert_unchanged(seen)
 
 
 @torch.no_grad()
@@ -139,14 +149,13 @@ def test_a_hook_that_removes_itself_keeps_the_output_it_saw(hooked):
     seen = []
 
     def once(module, args, output):
-        tensor = output[0] if isinstance(output, tuple) else output
-        seen.append((tensor, tensor.clone()))
+        keep_output(seen, output)
         handle.remove()
 
     handle = model.layers[0].get_submodule(hooked).register_forward_hook(once)
     model(**batch)
     assert len(seen) == 1
-    torch.testing.assert_close(*seen[0], atol=0, rtol=0)
+    assert_unchanged(seen)
 
 
 @torch.no_grad()
@@ -229,7 +238,7 @@ def test_a_hook_installed_during_the_layers_call_keeps_the_output_it_saw(hooked)
     layer, seen = model.layers[0], []
 
     def keep(module, args, output):
-        seen.append((output, output.clone()))
+        keep_output(seen, output)
 
     def install(module, args):
         if not seen and not layer.get_submodule(hooked)._forward_hooks:
@@ -237,6 +246,4 @@ def test_a_hook_installed_during_the_layers_call_keeps_the_output_it_saw(hooked)
 
     layer.layer_norm1.register_forward_pre_hook(install)
     model(**batch)
-    assert seen
-    for tensor, as_seen in seen:
-        torch.testing.assert_close(tensor, as_seen, atol=0, rtol=0)
+    assert_unchanged(seen)
