@@ -1,8 +1,10 @@
-"""Input validation of PosAttn at the boundary: the packed layout's shapes and dtypes (from metadata), its values (one
-combined reduction, one host sync per batch, skipped while torch.compile / torch.export trace), where every token
-sits (`resolve_token_positions`), the size of a dense attention tensor, and the labels against the head."""
+"""Input validation of PosAttn at the boundary: the packed layout's shapes and dtypes (from metadata), its values (their
+extremes over real tokens, one host sync per batch, skipped while torch.compile / torch.export trace; per-token flags
+only for a failing batch), where every token sits (`resolve_token_positions`), the size of a dense attention tensor,
+and the labels against the head."""
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -80,21 +82,150 @@ def resolve_token_positions(
         if config.num_modalities > 1:
             raise ValueError(f"`modality_ids` is required with several modalities {config.modality_names}.")
         modality_ids = torch.zeros(shape, dtype=torch.long, device=device)
+    given = GivenInputs(attention_mask, input_ids, input_values, modality_ids.long(), position_ids, timestamps)
     mask = torch.ones(shape, dtype=torch.bool, device=device) if attention_mask is None else attention_mask != 0
     padding = ~mask
-    modality_ids = modality_ids.long()
-
-    # Per-modality facts as small lookup tables, gathered per token where the modalities differ: no loop over
-    # modalities, no boolean indexing.
-    specs = [config.modality_spec(name) for name in config.modality_names]
     num_modalities = config.num_modalities
+    # Padding may hold anything and no value is checked yet: every per-token fact below is 0 on padding, and modality
+    # ids are clamped where they index a table, so nothing fails inside torch before the checks have spoken.
+    modality_ids = given.modality_ids.masked_fill(padding, 0)
     token_modality = modality_ids.clamp(0, num_modalities - 1)
+    modality_counts = real_tokens_per_modality(mask, token_modality, num_modalities)  # (B, M)
+    if position_ids is not None:
+        position_ids = position_ids.long().masked_fill(padding, 0)
+    else:
+        position_ids = default_position_ids(token_modality, mask, num_modalities)
+    if timestamps is None:
+        timestamps = default_timestamps(position_ids, token_modality, mask, config.sampling_rates)
+    timestamps = relative_timestamps(timestamps, padding)
+    lengths = modality_counts.gather(1, token_modality)
+    padded, num_positions, token_counts = None, None, None
+    # Under torch.compile / torch.export the value checks are skipped, as transformers models skip theirs with
+    # `is_torchdynamo_compiling()`: their host sync would split the graph (and cannot be exported). Validate at the
+    # boundary instead, eagerly: `model.validate_inputs(**batch)` (or the processor's output, which is valid by
+    # construction). Shapes and dtypes above are still checked while tracing.
+    if not values_checks_skipped():
+        summary = BatchSummary.of(config, given, mask, padding, modality_ids, token_modality, modality_counts,
+                                  position_ids, timestamps)
+        if summary.failed(config, given):
+            raise_first_problem(config, given, mask, timestamps)
+        padded, num_positions, token_counts = summary.padded, summary.highest("position_ids") + 1, summary.token_counts
+    return TokenPositions(position_ids, timestamps, token_modality, mask, lengths, padded, num_positions, token_counts)
+
+
+@dataclass
+class GivenInputs:
+    """The caller's inputs as given (modality ids as int64), for the checks and their messages."""
+
+    attention_mask: torch.Tensor | None
+    input_ids: torch.Tensor | None
+    input_values: torch.Tensor | None
+    modality_ids: torch.Tensor
+    position_ids: torch.Tensor | None
+    timestamps: torch.Tensor | None
+
+
+def real_tokens_per_modality(mask: torch.Tensor, token_modality: torch.Tensor, num_modalities: int) -> torch.Tensor:
+    """`(B, M)` real tokens of each modality in each sample."""
+    if num_modalities == 1:
+        return mask.sum(1, keepdim=True)
+    counts = torch.zeros(mask.shape[0], num_modalities, dtype=torch.long, device=mask.device)
+    return counts.scatter_add_(1, token_modality, mask.long())
+
+
+def relative_timestamps(timestamps: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+    """Float32 times relative to each sample's first real token, 0 on padding; the difference is taken in float64, so
+    every relative encoding sees `t_j - t_i` exactly however late the sample's clock starts (`t0` of 1e6 s and more)."""
+    times = timestamps.double()
+    start = times.masked_fill(padding, math.inf).amin(dim=1, keepdim=True)
+    return (times - start).masked_fill(padding, 0.0).float()
+
+
+@dataclass
+class BatchSummary:
+    """What the value checks need of a batch, in one host sync: each sample's real tokens per modality, and the lowest
+    and highest value over real tokens of every checked input. A NaN anywhere makes its extremes NaN, which no bound
+    admits. Only a failing batch builds per-token flags (`raise_first_problem`), to name the sample and token."""
+
+    counts: list[list[int]]  # (B, M)
+    extremes: dict[str, tuple[float, float]]
+    seq_len: int
+
+    @classmethod
+    def of(cls, config, given, mask, padding, modality_ids, token_modality, modality_counts, position_ids, timestamps):
+        specs = [config.modality_spec(name) for name in config.modality_names]
+        integers = {"modality_ids": modality_ids, "position_ids": position_ids}
+        if given.attention_mask is not None:
+            # integers and booleans: their range says it; a float mask may hold 0.5, so compare it with its 0/1 reading
+            floating = given.attention_mask.is_floating_point()
+            integers["attention_mask"] = (given.attention_mask != mask).long() if floating else given.attention_mask
+        is_token = tokens_of_kind(mask, specs, lambda spec: bool(spec.get("vocab_size")), token_modality)
+        if given.input_ids is not None and is_token is not None:
+            outside = (given.input_ids < 0) | (given.input_ids >= vocab_sizes(specs, token_modality))
+            integers["token_ids"] = outside.logical_and_(is_token).long()
+        floats = {"timestamps": timestamps}
+        is_feature = tokens_of_kind(mask, specs, lambda spec: token_feature_dim(spec) > 0, token_modality)
+        if given.input_values is not None and is_feature is not None:
+            elsewhere = padding if is_feature is mask else ~is_feature  # `mask` itself where every modality has features
+            # integer features stay integers (a float32 next to the timestamps would round them near the bound)
+            kind = floats if given.input_values.is_floating_point() else integers
+            kind["input_values"] = feature_extremes(given.input_values, token_modality, specs, elsewhere)
+        ends = [end for values in (*integers.values(), *floats.values()) for end in torch.aminmax(values)]
+        # float64 holds every count, and every id below 2**53, exactly
+        integer_ends, float_ends = torch.stack(ends[: 2 * len(integers)]), torch.stack(ends[2 * len(integers):]).double()
+        synced = torch.cat((modality_counts.flatten(), integer_ends, float_ends)).tolist()  # the checks' one host sync
+        width, rows = modality_counts.shape[1], modality_counts.numel()
+        counts = [[int(count) for count in synced[row: row + width]] for row in range(0, rows, width)]
+        names, ends = [*integers, *floats], synced[rows:]
+        return cls(counts, {name: (ends[2 * i], ends[2 * i + 1]) for i, name in enumerate(names)}, mask.shape[1])
+
+    def highest(self, name: str) -> int:
+        return int(self.extremes[name][1])
+
+    @property
+    def token_counts(self) -> tuple[int, ...]:
+        return tuple(sum(column) for column in zip(*self.counts))
+
+    @property
+    def padded(self) -> bool:
+        return sum(map(sum, self.counts)) < len(self.counts) * self.seq_len
+
+    def failed(self, config: PosAttnConfig, given: GivenInputs) -> bool:
+        """Whether any check fails; which one, and where, is for `raise_first_problem` to find."""
+        specs = [config.modality_spec(name) for name in config.modality_names]
+        extremes, present = self.extremes, [count > 0 for count in self.token_counts]
+        mask_low, mask_high = extremes.get("attention_mask", (0, 0))
+        mask_bad = mask_high > 0 if given.attention_mask is not None and given.attention_mask.is_floating_point() else (
+            mask_low < 0 or mask_high > 1)
+        low, high = extremes.get("input_values", (0.0, 0.0))
+        return bool(
+            mask_bad
+            or any(sum(row) == 0 for row in self.counts)
+            or extremes["modality_ids"][0] < 0 or extremes["modality_ids"][1] >= config.num_modalities
+            or given.input_ids is None and any(n and spec.get("vocab_size") for n, spec in zip(present, specs))
+            or given.input_values is None and any(n and token_feature_dim(spec) > 0 for n, spec in zip(present, specs))
+            or extremes.get("token_ids", (0, 0))[1] > 0
+            or extremes["position_ids"][0] < 0
+            or not all(map(math.isfinite, extremes["timestamps"]))
+            or not (-MAX_FEATURE_MAGNITUDE <= low and high <= MAX_FEATURE_MAGNITUDE)
+            or config.absolute_position_encoding == "learned"
+            and self.highest("position_ids") >= config.max_position_embeddings
+        )
+
+
+def raise_first_problem(config: PosAttnConfig, given: GivenInputs, mask: torch.Tensor, timestamps: torch.Tensor) -> None:
+    """The slow path of a failing batch: every check's per-token flags, in order, and the first one's message
+    (`raise_input_error`)."""
+    specs = [config.modality_spec(name) for name in config.modality_names]
+    modality_ids, input_ids, input_values = given.modality_ids, given.input_ids, given.input_values
+    token_modality = modality_ids.clamp(0, config.num_modalities - 1)
     real = mask & (token_modality == modality_ids)  # real tokens of a known modality
     is_token = tokens_of_kind(real, specs, lambda spec: bool(spec.get("vocab_size")), token_modality)
     is_feature = tokens_of_kind(real, specs, lambda spec: token_feature_dim(spec) > 0, token_modality)
+    position_ids = given.position_ids
     problems = {
         # 1 and 0 only: a mask value equals its own `!= 0`
-        "mask_values": attention_mask != mask if attention_mask is not None else None,
+        "mask_values": given.attention_mask != mask if given.attention_mask is not None else None,
         "empty_rows": ~mask.any(dim=1),
         "modality_range": mask ^ real,
         "missing_ids": is_token if input_ids is None else None,
@@ -104,54 +235,38 @@ def resolve_token_positions(
             if input_ids is not None and is_token is not None else None
         ),
         "negative_positions": mask & (position_ids < 0) if position_ids is not None else None,
-        "timestamps": mask & ~torch.isfinite(timestamps) if timestamps is not None else None,
+        "timestamps": mask & ~torch.isfinite(given.timestamps) if given.timestamps is not None else None,
     }
     if input_values is not None and is_feature is not None:
         peaks = feature_peaks(input_values, token_modality, specs)
         problems["feature_values"] = is_feature & ~(peaks <= MAX_FEATURE_MAGNITUDE)
-    checked_positions = position_ids
     if config.absolute_position_encoding == "learned":
-        if checked_positions is None:  # derived here (and reused below) so the table's bound is one more flag
-            checked_positions = default_position_ids(token_modality, mask, num_modalities)
-        problems["learned_table"] = mask & (checked_positions >= config.max_position_embeddings)
-    # Under torch.compile / torch.export the value checks are skipped, as transformers models skip theirs with
-    # `is_torchdynamo_compiling()`: their host sync would split the graph (and cannot be exported). Validate at the
-    # boundary instead, eagerly: `model.validate_inputs(**batch)` (or the processor's output, which is valid by
-    # construction). Shapes and dtypes above are still checked while tracing.
-    # real tokens per sample and modality; their batch totals ride along in the one host sync below
-    modality_counts = torch.zeros(shape[0], num_modalities, dtype=torch.long, device=device)
-    modality_counts.scatter_add_(1, token_modality, mask.long())  # (B, M)
-    if position_ids is not None:
-        position_ids = position_ids.long().masked_fill(padding, 0)
-    padded, num_positions, token_counts = None, None, None
-    if not values_checks_skipped():
-        checks = {name: flags for name, flags in problems.items() if flags is not None}
-        # the one host sync of the checks; it also tells whether the batch has padding (the attention mask needs it)
-        # and how many distinct positions there can be (an encoding of the position alone is computed once per
-        # position: `TokenPositions.num_positions`). One reduction over all the flags (a sample's flag per token).
-        flags = [flags if flags.dim() == 2 else flags[:, None].expand(shape) for flags in checks.values()]
-        found = torch.stack([*flags, padding]).flatten(1).any(1).long()
-        # derived positions (no `position_ids`) are below seq_len
-        highest = position_ids.amax().view(1) if position_ids is not None else found.new_full((1,), shape[1] - 1)
-        synced = torch.cat((found, highest, modality_counts.sum(0))).tolist()
-        *failed, padded, highest = synced[:-num_modalities]
-        padded, num_positions, token_counts = bool(padded), highest + 1, tuple(synced[-num_modalities:])
-        if any(failed):
-            first = next(name for name, flag in zip(checks, failed) if flag)
-            raise_input_error(first, checks[first], config, modality_ids, input_ids, input_values, checked_positions)
+        if position_ids is None:
+            position_ids = default_position_ids(token_modality, mask, config.num_modalities)
+        problems["learned_table"] = mask & (position_ids >= config.max_position_embeddings)
+    for name, flags in problems.items():
+        if flags is not None and bool(flags.any()):
+            raise_input_error(name, flags, config, modality_ids, input_ids, input_values, position_ids)
+    sample = int((~torch.isfinite(timestamps)).any(1).nonzero()[0, 0])
+    raise ValueError(
+        f"`timestamps` of sample {sample} span more than float32 can hold relative to its first token "
+        f"({torch.finfo(torch.float32).max:.3g} s): give times in seconds."
+    )
 
-    modality_ids = modality_ids.masked_fill(padding, 0)
-    if position_ids is None:
-        position_ids = (  # 0 on padding
-            checked_positions if checked_positions is not None else default_position_ids(modality_ids, mask, num_modalities)
-        )
-    if timestamps is None:
-        timestamps = default_timestamps(position_ids, modality_ids, mask, config.sampling_rates)
-    times = timestamps.double()
-    start = times.masked_fill(padding, math.inf).amin(dim=1, keepdim=True)
-    timestamps = (times - start).masked_fill(padding, 0.0).float()
-    lengths = modality_counts.gather(1, modality_ids)
-    return TokenPositions(position_ids, timestamps, modality_ids, mask, lengths, padded, num_positions, token_counts)
+
+def feature_extremes(input_values: torch.Tensor, token_modality: torch.Tensor, specs: list[dict],
+                     elsewhere: torch.Tensor) -> torch.Tensor:
+    """`(2, B, L)`: each token's lowest and highest feature over its own modality's columns (each distinct width a view
+    of its columns), 0 `elsewhere` (tokens that are not real feature tokens); NaN propagates."""
+    widths = sorted({token_feature_dim(spec) for spec in specs if spec.get("input_dim") is not None})
+    if len(widths) > 1:
+        width = modality_table(specs, token_feature_dim, token_modality.device).take(token_modality)
+    extremes = None
+    for columns in widths:
+        own = input_values[..., :columns]
+        pair = torch.stack((own.amin(dim=-1), own.amax(dim=-1)))
+        extremes = pair if extremes is None else torch.where(width == columns, pair, extremes)
+    return extremes.masked_fill(elsewhere, 0)
 
 
 def feature_peaks(input_values: torch.Tensor, token_modality: torch.Tensor, specs: list[dict]) -> torch.Tensor:

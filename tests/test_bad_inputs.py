@@ -129,6 +129,11 @@ BAD_INPUTS = [
     ("modality id out of range", lambda _: forward(modality_ids=batch()["modality_ids"] + 5), ValueError, "`modality_ids` holds 5"),
     ("sample without tokens", lambda _: forward(attention_mask=batch()["attention_mask"] * torch.tensor([[1], [0]])), ValueError, r"Sample\(s\) \[1\] have no tokens"),
     ("missing modality_ids with two modalities", lambda _: forward(modality_ids=None), ValueError, "`modality_ids` is required"),
+    ("input_ids missing for a token modality", lambda _: forward(input_ids=None), ValueError, "Modality 'text': `input_ids` must be an integer tensor of token ids, got None"),
+    ("attention_mask holding 2", lambda _: forward(attention_mask=batch()["attention_mask"] * 2), ValueError, "attention_mask.*1.*0"),
+    ("attention_mask of 0.5", lambda _: forward(attention_mask=batch()["attention_mask"] * 0.5), ValueError, "attention_mask.*1.*0"),
+    ("timestamps spanning past float32", lambda _: forward(timestamps=batch()["timestamps"].double().index_fill(1, torch.tensor([1]), 1e39)), ValueError, "`timestamps` of sample 0 span more than float32"),
+    ("integer features one above the bound", lambda _: forward(input_values=batch()["input_values"].long().index_fill(2, torch.tensor([1]), 10**12 + 1)), ValueError, "Modality 'audio'.*magnitudes above"),
     # labels
     ("class id 7 of 3", lambda _: forward(labels=torch.tensor([7, 0])), ValueError, r"class ids in \[0, 3\).*got 7 for sample 0"),
     ("class id -1", lambda _: forward(labels=torch.tensor([0, -1])), ValueError, r"class ids in \[0, 3\).*got -1 for sample 1"),
@@ -205,6 +210,13 @@ def test_integer_features_equal_float_features():
     inputs = batch(input_values=batch()["input_values"].round())
     as_int = dict(inputs, input_values=inputs["input_values"].long())
     torch.testing.assert_close(forward(as_int).logits, forward(inputs).logits)
+
+
+def test_features_at_the_bound_are_accepted():
+    """The bound is inclusive, exactly, for integer features too (their extremes are not rounded through a float32)."""
+    for values in (batch()["input_values"].long().index_fill(2, torch.tensor([1]), 10**12),
+                   batch()["input_values"].double().index_fill(2, torch.tensor([1]), -1e12)):
+        assert torch.isfinite(forward(input_values=values).logits).all()
 
 
 def test_float_label_batch_never_changes_the_config():
