@@ -449,7 +449,9 @@ class PosAttnForPreTraining(PosAttnPreTrainedModel):
                     reconstruction = hidden_states.new_zeros(*hidden_states.shape[:2], self.config.max_feature_dim)
                 is_modality = (positions.modality_ids == index) & positions.mask
                 reconstruction[..., :width] = torch.where(is_modality[..., None], prediction, reconstruction[..., :width])
-                if return_loss:
+                if return_loss and input_values is None:  # the entry checks allow that only with no token of it
+                    losses.append(count.new_zeros((), dtype=torch.float32))
+                elif return_loss:
                     # targets only at selected tokens: padding and other modalities' columns may hold anything, NaN
                     # included, which a product with `selected` would carry into the loss and every gradient
                     target = torch.where(selected[..., None], input_values[..., :width].float(), 0.0)
@@ -462,7 +464,9 @@ class PosAttnForPreTraining(PosAttnPreTrainedModel):
                     logits = hidden_states.new_full((*hidden_states.shape[:2], widest), torch.finfo(hidden_states.dtype).min)
                 is_modality = (positions.modality_ids == index) & positions.mask
                 logits[..., :vocab] = torch.where(is_modality[..., None], prediction, logits[..., :vocab])
-                if return_loss:
+                if return_loss and input_ids is None:
+                    losses.append(count.new_zeros((), dtype=torch.float32))
+                elif return_loss:
                     targets = input_ids.long().masked_fill(~selected, -100)
                     summed = nn.functional.cross_entropy(
                         prediction.flatten(0, 1).float(), targets.flatten(), ignore_index=-100, reduction="sum"

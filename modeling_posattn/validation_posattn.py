@@ -23,12 +23,24 @@ def _check_layout(name: str, tensor: torch.Tensor | None, shape: tuple[int, ...]
         return
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"`{name}` must be a torch.Tensor, got {type(tensor).__name__}.")
+    refuse_limited_dtype(name, tensor)
     if tuple(tensor.shape) != shape:
         raise ValueError(f"`{name}` has shape {tuple(tensor.shape)}, expected {shape} (batch, seq_len).{hint}")
     kind = "b" if tensor.dtype == torch.bool else "f" if tensor.is_floating_point() else "c" if tensor.is_complex() else "i"
     if kind not in kinds:
         wanted = {"b": "bool", "i": "integer", "f": "floating"}
         raise TypeError(f"`{name}` must be a tensor of dtype {' or '.join(wanted[k] for k in kinds)}, got {tensor.dtype}.")
+
+
+# Unsigned integers wider than 8 bits: torch implements few operations for them (no `aminmax`, comparisons or sums on
+# CPU), so they would fail deep inside torch.
+LIMITED_DTYPES = (torch.uint16, torch.uint32, torch.uint64)
+
+
+def refuse_limited_dtype(name: str, tensor: torch.Tensor) -> None:
+    if tensor.dtype in LIMITED_DTYPES:
+        raise TypeError(f"`{name}` of dtype {tensor.dtype} is not supported (torch has few operations for it): convert "
+                        "it to int64 (or float32 for features).")
 
 
 def resolve_token_positions(
@@ -43,10 +55,10 @@ def resolve_token_positions(
     """Validate packed inputs and derive where every token sits.
 
     Every problem raises a `ValueError`/`TypeError` naming the argument (and the modality or sample) before any work.
-    Shapes and dtypes are checked from metadata; the checks on values are one reduction and one host sync per batch,
-    and only a failing batch pays for the detailed message.
+    Shapes and dtypes are checked from metadata; the checks on values reduce each input to its extremes over real
+    tokens, fetched in one host sync per batch (`BatchSummary`), and only a failing batch pays for the detailed message.
 
-    Timestamps are taken relative to each sample's first real token, in float64, before the float32 cast: every
+    Timestamps are taken relative to each sample's earliest real token, in float64, before the float32 cast: every
     relative encoding sees `t_j - t_i` exactly, however late the sample's clock starts (`t0` of 1e6 s and more).
     """
     reference = input_values if input_values is not None else input_ids
@@ -69,6 +81,7 @@ def resolve_token_positions(
             )
         if input_values.is_complex() or input_values.dtype == torch.bool:
             raise TypeError(f"`input_values` must be a real-valued tensor of features, got {input_values.dtype}.")
+        refuse_limited_dtype("input_values", input_values)
     _check_layout("input_ids", input_ids, shape, "i")
     _check_layout("modality_ids", modality_ids, shape, "i")
     _check_layout("position_ids", position_ids, shape, "i")
@@ -134,7 +147,7 @@ def real_tokens_per_modality(mask: torch.Tensor, token_modality: torch.Tensor, n
 
 
 def relative_timestamps(timestamps: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
-    """Float32 times relative to each sample's first real token, 0 on padding; the difference is taken in float64, so
+    """Float32 times relative to each sample's earliest real token, 0 on padding; the difference is taken in float64, so
     every relative encoding sees `t_j - t_i` exactly however late the sample's clock starts (`t0` of 1e6 s and more)."""
     times = timestamps.double()
     start = times.masked_fill(padding, math.inf).amin(dim=1, keepdim=True)
@@ -155,10 +168,11 @@ class BatchSummary:
     def of(cls, config, given, mask, padding, modality_ids, token_modality, modality_counts, position_ids, timestamps):
         specs = [config.modality_spec(name) for name in config.modality_names]
         integers = {"modality_ids": modality_ids, "position_ids": position_ids}
-        if given.attention_mask is not None:
-            # integers and booleans: their range says it; a float mask may hold 0.5, so compare it with its 0/1 reading
-            floating = given.attention_mask.is_floating_point()
-            integers["attention_mask"] = (given.attention_mask != mask).long() if floating else given.attention_mask
+        if given.attention_mask is not None and given.attention_mask.is_floating_point():
+            # a float mask may hold 0.5: compare it with its own 0/1 reading (integers and booleans: their range says it)
+            integers["mask_mismatch"] = (given.attention_mask != mask).long()
+        elif given.attention_mask is not None:
+            integers["attention_mask"] = given.attention_mask
         is_token = tokens_of_kind(mask, specs, lambda spec: bool(spec.get("vocab_size")), token_modality)
         if given.input_ids is not None and is_token is not None:
             outside = (given.input_ids < 0) | (given.input_ids >= vocab_sizes(specs, token_modality))
@@ -169,7 +183,7 @@ class BatchSummary:
             elsewhere = padding if is_feature is mask else ~is_feature  # `mask` itself where every modality has features
             # integer features stay integers (a float32 next to the timestamps would round them near the bound)
             kind = floats if given.input_values.is_floating_point() else integers
-            kind["input_values"] = feature_extremes(given.input_values, token_modality, specs, elsewhere)
+            kind["input_values"] = feature_extremes(given.input_values, token_modality, specs).masked_fill(elsewhere, 0)
         ends = [end for values in (*integers.values(), *floats.values()) for end in torch.aminmax(values)]
         # float64 holds every count, and every id below 2**53, exactly
         integer_ends, float_ends = torch.stack(ends[: 2 * len(integers)]), torch.stack(ends[2 * len(integers):]).double()
@@ -180,7 +194,9 @@ class BatchSummary:
         return cls(counts, {name: (ends[2 * i], ends[2 * i + 1]) for i, name in enumerate(names)}, mask.shape[1])
 
     def highest(self, name: str) -> int:
-        return int(self.extremes[name][1])
+        """The highest value of an integer input, or one above it where float64 rounds it (past 2**53)."""
+        high = self.extremes[name][1]
+        return int(high) if abs(high) < 2**53 else int(math.nextafter(high, math.inf))
 
     @property
     def token_counts(self) -> tuple[int, ...]:
@@ -195,11 +211,9 @@ class BatchSummary:
         specs = [config.modality_spec(name) for name in config.modality_names]
         extremes, present = self.extremes, [count > 0 for count in self.token_counts]
         mask_low, mask_high = extremes.get("attention_mask", (0, 0))
-        mask_bad = mask_high > 0 if given.attention_mask is not None and given.attention_mask.is_floating_point() else (
-            mask_low < 0 or mask_high > 1)
         low, high = extremes.get("input_values", (0.0, 0.0))
         return bool(
-            mask_bad
+            mask_low < 0 or mask_high > 1 or extremes.get("mask_mismatch", (0, 0))[1] > 0
             or any(sum(row) == 0 for row in self.counts)
             or extremes["modality_ids"][0] < 0 or extremes["modality_ids"][1] >= config.num_modalities
             or given.input_ids is None and any(n and spec.get("vocab_size") for n, spec in zip(present, specs))
@@ -238,8 +252,9 @@ def raise_first_problem(config: PosAttnConfig, given: GivenInputs, mask: torch.T
         "timestamps": mask & ~torch.isfinite(given.timestamps) if given.timestamps is not None else None,
     }
     if input_values is not None and is_feature is not None:
-        peaks = feature_peaks(input_values, token_modality, specs)
-        problems["feature_values"] = is_feature & ~(peaks <= MAX_FEATURE_MAGNITUDE)
+        # in float64: negating an integer type's minimum would overflow, and float16 rounds the bound itself to inf
+        low, high = feature_extremes(input_values, token_modality, specs).double()
+        problems["feature_values"] = is_feature & ~(torch.maximum(high, low.neg_()) <= MAX_FEATURE_MAGNITUDE)
     if config.absolute_position_encoding == "learned":
         if position_ids is None:
             position_ids = default_position_ids(token_modality, mask, config.num_modalities)
@@ -247,17 +262,20 @@ def raise_first_problem(config: PosAttnConfig, given: GivenInputs, mask: torch.T
     for name, flags in problems.items():
         if flags is not None and bool(flags.any()):
             raise_input_error(name, flags, config, modality_ids, input_ids, input_values, position_ids)
-    sample = int((~torch.isfinite(timestamps)).any(1).nonzero()[0, 0])
+    overflowed = (~torch.isfinite(timestamps)).any(1).nonzero().flatten().tolist()
+    if not overflowed:  # the summary and the flags disagree: a bug here, still not a crash inside torch
+        raise ValueError("Invalid input: the entry checks found a problem they cannot locate; please report it.")
+    source = "`timestamps`" if given.timestamps is not None else "the times implied by `position_ids` and the sampling rates"
     raise ValueError(
-        f"`timestamps` of sample {sample} span more than float32 can hold relative to its first token "
+        f"{source} of sample {overflowed[0]} span more than float32 can hold relative to its earliest token "
         f"({torch.finfo(torch.float32).max:.3g} s): give times in seconds."
     )
 
 
-def feature_extremes(input_values: torch.Tensor, token_modality: torch.Tensor, specs: list[dict],
-                     elsewhere: torch.Tensor) -> torch.Tensor:
-    """`(2, B, L)`: each token's lowest and highest feature over its own modality's columns (each distinct width a view
-    of its columns), 0 `elsewhere` (tokens that are not real feature tokens); NaN propagates."""
+def feature_extremes(input_values: torch.Tensor, token_modality: torch.Tensor, specs: list[dict]) -> torch.Tensor:
+    """`(2, B, L)`: each token's lowest and highest feature over its own modality's columns; NaN propagates. Two
+    reductions per distinct modality width over its own columns (a view), each token taking its width's: no `(B, L, F)`
+    temporary (`abs` then `amax` wrote one, and masked the columns past a narrower modality's width in another)."""
     widths = sorted({token_feature_dim(spec) for spec in specs if spec.get("input_dim") is not None})
     if len(widths) > 1:
         width = modality_table(specs, token_feature_dim, token_modality.device).take(token_modality)
@@ -266,26 +284,7 @@ def feature_extremes(input_values: torch.Tensor, token_modality: torch.Tensor, s
         own = input_values[..., :columns]
         pair = torch.stack((own.amin(dim=-1), own.amax(dim=-1)))
         extremes = pair if extremes is None else torch.where(width == columns, pair, extremes)
-    return extremes.masked_fill(elsewhere, 0)
-
-
-def feature_peaks(input_values: torch.Tensor, token_modality: torch.Tensor, specs: list[dict]) -> torch.Tensor:
-    """`(B, L)`: each token's largest feature magnitude over its modality's columns, `max(amax, -amin)`; NaN where one
-    is NaN (both reductions propagate it, and `NaN <= bound` is False, so one comparison refuses NaN, Inf and huge values
-    alike). Two reductions per distinct modality width over its own columns (a view), each token taking its width's:
-    no `(B, L, F)` temporary, where `abs` then `amax` wrote one (and masked columns past a narrower modality's width in
-    another)."""
-    widths = sorted({token_feature_dim(spec) for spec in specs if spec.get("input_dim") is not None})
-    if len(widths) > 1:
-        width = modality_table(specs, token_feature_dim, token_modality.device).take(token_modality)
-    peaks = None
-    for columns in widths:
-        own = input_values[..., :columns]
-        # in float64: negating an integer type's minimum would overflow, and float16 rounds the bound itself to inf
-        high, low = own.amax(dim=-1).double(), own.amin(dim=-1).double()
-        peak = torch.maximum(high, low.neg_())
-        peaks = peak if peaks is None else torch.where(width == columns, peak, peaks)
-    return peaks
+    return extremes
 
 
 def modality_table(specs: list[dict], fact, device: torch.device) -> torch.Tensor:

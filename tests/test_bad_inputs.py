@@ -133,6 +133,10 @@ BAD_INPUTS = [
     ("attention_mask holding 2", lambda _: forward(attention_mask=batch()["attention_mask"] * 2), ValueError, "attention_mask.*1.*0"),
     ("attention_mask of 0.5", lambda _: forward(attention_mask=batch()["attention_mask"] * 0.5), ValueError, "attention_mask.*1.*0"),
     ("timestamps spanning past float32", lambda _: forward(timestamps=batch()["timestamps"].double().index_fill(1, torch.tensor([1]), 1e39)), ValueError, "`timestamps` of sample 0 span more than float32"),
+    ("attention_mask of uint16", lambda _: forward(attention_mask=batch()["attention_mask"].to(torch.uint16)), TypeError, "`attention_mask` of dtype torch.uint16 is not supported"),
+    ("input_ids of uint32", lambda _: forward(input_ids=batch()["input_ids"].to(torch.uint32)), TypeError, "`input_ids` of dtype torch.uint32 is not supported"),
+    ("input_values of uint16", lambda _: forward(input_values=batch()["input_values"].abs().to(torch.uint16)), TypeError, "`input_values` of dtype torch.uint16 is not supported"),
+    ("position_ids past 2**53", lambda _: forward(overrides={"absolute_position_encoding": "learned"}, position_ids=batch()["position_ids"] + 2**53 + 1), ValueError, "exceed the `learned` position table"),
     ("integer features one above the bound", lambda _: forward(input_values=batch()["input_values"].long().index_fill(2, torch.tensor([1]), 10**12 + 1)), ValueError, "Modality 'audio'.*magnitudes above"),
     # labels
     ("class id 7 of 3", lambda _: forward(labels=torch.tensor([7, 0])), ValueError, r"class ids in \[0, 3\).*got 7 for sample 0"),

@@ -223,6 +223,22 @@ def test_modality_without_masked_tokens_is_skipped_not_nan():
     assert float(empty.loss) == 0.0
 
 
+@pytest.mark.parametrize("absent", [("text",), ("video", "audio")])
+def test_a_modality_absent_from_the_batch_needs_no_input(absent):
+    """No token of a modality in the batch: its input (`input_ids` for text, `input_values` for the feature ones) may be
+    None, as the base model allows; its loss is 0 and left out of the mean."""
+    model = pretraining_model()
+    samples = [{name: value for name, value in sample.items() if name not in absent} for sample in random_samples()]
+    samples = [sample for sample in samples if sample]
+    batch = batch_of(samples)
+    batch.pop("input_ids" if absent == ("text",) else "input_values", None)
+    output = model(**batch)
+    for name in absent:
+        assert output.masked_token_counts[MODALITIES_INDEX[name]] == 0
+        assert float(output.modality_losses[MODALITIES_INDEX[name]]) == 0.0
+    assert torch.isfinite(output.loss) and output.loss > 0
+
+
 def test_base_model_refuses_mask_positions_without_mask_embedding():
     model = PosAttnModel(tiny_config()).eval()
     batch = batch_of(random_samples())

@@ -102,3 +102,23 @@ def test_what_the_sync_learns_is_exact():
     assert derived.num_positions == 6 and torch.equal(derived.position_ids, positions.position_ids)
     unpadded = {key: value[1:, : int(inputs["attention_mask"][1].sum())] for key, value in inputs.items()}
     assert resolve(config, unpadded).padded is False
+
+
+def test_times_implied_by_huge_positions_are_refused_naming_the_positions():
+    """No timestamps given: a clockless modality's times are spread over the sample's duration, which position ids
+    near int64's maximum push past float32; the error names `position_ids`, not the timestamps nobody gave."""
+    config = PosAttnConfig(modalities={"slow": {"input_dim": 1, "sampling_rate": 0.1}, "text": {"vocab_size": 5}},
+                           hidden_size=16, num_attention_heads=2, num_hidden_layers=1)
+    inputs = {"input_values": torch.randn(1, 2, 1), "input_ids": torch.tensor([[0, 1]]),
+              "modality_ids": torch.tensor([[0, 1]]), "position_ids": torch.full((1, 2), 2**63 - 1)}
+    with pytest.raises(ValueError, match="times implied by `position_ids`.*sample 0 span more than float32"):
+        resolve(config, inputs)
+
+
+def test_num_positions_stays_above_positions_past_two_to_the_53():
+    config = PosAttnConfig(modalities={"f": {"input_dim": 2, "sampling_rate": 10.0}}, hidden_size=16,
+                           num_attention_heads=2, num_hidden_layers=1)
+    highest = 2**53 + 1  # float64, which carries the one sync, rounds it to 2**53
+    positions = resolve(config, {"input_values": torch.randn(1, 2, 2), "modality_ids": None,
+                                 "position_ids": torch.tensor([[0, highest]])})
+    assert positions.num_positions > highest
