@@ -149,22 +149,20 @@ class PosAttnEncoderLayer(GradientCheckpointingLayer):
         return add_residual(hidden_states, mlp_output, mlp_unseen and self.mlp_output_unseen())
 
     def attention_output_unseen(self) -> bool:
-        """Whether the attention's output reaches nothing but this layer: the attention module, its `o_proj` and the
-        dropout are plain modules (`plain_module`). transformers' output capture counts as a hook: once a call asked for
-        `output_hidden_states` or `output_attentions` its hooks stay on the attention modules, and the sums go out of
-        place from then on."""
-        return (
-            plain_module(self.self_attn, PosAttnAttention)
-            and plain_module(self.self_attn.o_proj, nn.Linear)
-            and plain_module(self.dropout, nn.Dropout)
-        )
+        """Whether the attention's output reaches nothing but this layer. transformers' output capture counts as a hook:
+        once a call asked for `output_hidden_states` or `output_attentions` its hooks stay on the attention modules, and
+        the sums go out of place from then on."""
+        return self.output_unseen(self.self_attn, PosAttnAttention, self.self_attn.o_proj)
 
     def mlp_output_unseen(self) -> bool:
-        """Whether the MLP's output reaches nothing but this layer (the MLP, its `fc2` and the dropout are plain)."""
+        """Whether the MLP's output reaches nothing but this layer."""
+        return self.output_unseen(self.mlp, PosAttnMLP, self.mlp.fc2)
+
+    def output_unseen(self, sublayer: nn.Module, kind: type[nn.Module], projection: nn.Linear) -> bool:
+        """The sublayer, its output projection and the dropout are plain modules (`plain_module`): no hook or wrapper
+        sees the sublayer's output on its way to the residual sum."""
         return (
-            plain_module(self.mlp, PosAttnMLP)
-            and plain_module(self.mlp.fc2, nn.Linear)
-            and plain_module(self.dropout, nn.Dropout)
+            plain_module(sublayer, kind) and plain_module(projection, nn.Linear) and plain_module(self.dropout, nn.Dropout)
         )
 
 

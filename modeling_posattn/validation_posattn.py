@@ -166,19 +166,19 @@ class BatchSummary:
 
     @classmethod
     def of(cls, config, given, mask, padding, modality_ids, token_modality, modality_counts, position_ids, timestamps):
-        specs = [config.modality_spec(name) for name in config.modality_names]
+        specs = modality_specs(config)
         integers = {"modality_ids": modality_ids, "position_ids": position_ids}
         if given.attention_mask is not None and given.attention_mask.is_floating_point():
             # a float mask may hold 0.5: compare it with its own 0/1 reading (integers and booleans: their range says it)
             integers["mask_mismatch"] = (given.attention_mask != mask).long()
         elif given.attention_mask is not None:
             integers["attention_mask"] = given.attention_mask
-        is_token = tokens_of_kind(mask, specs, lambda spec: bool(spec.get("vocab_size")), token_modality)
+        is_token = tokens_of_kind(mask, specs, is_token_modality, token_modality)
         if given.input_ids is not None and is_token is not None:
             outside = (given.input_ids < 0) | (given.input_ids >= vocab_sizes(specs, token_modality))
             integers["token_ids"] = outside.logical_and_(is_token).long()
         floats = {"timestamps": timestamps}
-        is_feature = tokens_of_kind(mask, specs, lambda spec: token_feature_dim(spec) > 0, token_modality)
+        is_feature = tokens_of_kind(mask, specs, is_feature_modality, token_modality)
         if given.input_values is not None and is_feature is not None:
             elsewhere = padding if is_feature is mask else ~is_feature  # `mask` itself where every modality has features
             # integer features stay integers (a float32 next to the timestamps would round them near the bound)
@@ -208,7 +208,7 @@ class BatchSummary:
 
     def failed(self, config: PosAttnConfig, given: GivenInputs) -> bool:
         """Whether any check fails; which one, and where, is for `raise_first_problem` to find."""
-        specs = [config.modality_spec(name) for name in config.modality_names]
+        specs = modality_specs(config)
         extremes, present = self.extremes, [count > 0 for count in self.token_counts]
         mask_low, mask_high = extremes.get("attention_mask", (0, 0))
         low, high = extremes.get("input_values", (0.0, 0.0))
@@ -216,8 +216,8 @@ class BatchSummary:
             mask_low < 0 or mask_high > 1 or extremes.get("mask_mismatch", (0, 0))[1] > 0
             or any(sum(row) == 0 for row in self.counts)
             or extremes["modality_ids"][0] < 0 or extremes["modality_ids"][1] >= config.num_modalities
-            or given.input_ids is None and any(n and spec.get("vocab_size") for n, spec in zip(present, specs))
-            or given.input_values is None and any(n and token_feature_dim(spec) > 0 for n, spec in zip(present, specs))
+            or given.input_ids is None and any(n and is_token_modality(spec) for n, spec in zip(present, specs))
+            or given.input_values is None and any(n and is_feature_modality(spec) for n, spec in zip(present, specs))
             or extremes.get("token_ids", (0, 0))[1] > 0
             or extremes["position_ids"][0] < 0
             or not all(map(math.isfinite, extremes["timestamps"]))
@@ -230,12 +230,12 @@ class BatchSummary:
 def raise_first_problem(config: PosAttnConfig, given: GivenInputs, mask: torch.Tensor, timestamps: torch.Tensor) -> None:
     """The slow path of a failing batch: every check's per-token flags, in order, and the first one's message
     (`raise_input_error`)."""
-    specs = [config.modality_spec(name) for name in config.modality_names]
+    specs = modality_specs(config)
     modality_ids, input_ids, input_values = given.modality_ids, given.input_ids, given.input_values
     token_modality = modality_ids.clamp(0, config.num_modalities - 1)
     real = mask & (token_modality == modality_ids)  # real tokens of a known modality
-    is_token = tokens_of_kind(real, specs, lambda spec: bool(spec.get("vocab_size")), token_modality)
-    is_feature = tokens_of_kind(real, specs, lambda spec: token_feature_dim(spec) > 0, token_modality)
+    is_token = tokens_of_kind(real, specs, is_token_modality, token_modality)
+    is_feature = tokens_of_kind(real, specs, is_feature_modality, token_modality)
     position_ids = given.position_ids
     problems = {
         # 1 and 0 only: a mask value equals its own `!= 0`
@@ -285,6 +285,19 @@ def feature_extremes(input_values: torch.Tensor, token_modality: torch.Tensor, s
         pair = torch.stack((own.amin(dim=-1), own.amax(dim=-1)))
         extremes = pair if extremes is None else torch.where(width == columns, pair, extremes)
     return extremes
+
+
+def modality_specs(config: PosAttnConfig) -> list[dict]:
+    """Each modality's spec, in `modality_names` order (the order of modality ids)."""
+    return [config.modality_spec(name) for name in config.modality_names]
+
+
+def is_token_modality(spec: dict) -> bool:
+    return bool(spec.get("vocab_size"))
+
+
+def is_feature_modality(spec: dict) -> bool:
+    return token_feature_dim(spec) > 0
 
 
 def modality_table(specs: list[dict], fact, device: torch.device) -> torch.Tensor:
