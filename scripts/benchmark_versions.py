@@ -52,6 +52,8 @@ CASES = {
     "sinusoidal@8x512": (ONE_MODALITY, 512, 8, SMALL, True),
     "sinusoidal@8x512 inference": (ONE_MODALITY, 512, 8, SMALL, False),
     "rope@8x512": (ONE_MODALITY, 512, 8, dict(SMALL, absolute_position_encoding="none", relative_position_encoding="rope"), True),
+    "rope@8x512 inference": (ONE_MODALITY, 512, 8, dict(SMALL, absolute_position_encoding="none", relative_position_encoding="rope"),
+                             False),
     "rich@8x512": (TWO_MODALITIES, 512, 8, dict(SMALL, **RICH), True),
     "rich@8x512 inference": (TWO_MODALITIES, 512, 8, dict(SMALL, **RICH), False),
     "rich@8x512 padded": (TWO_MODALITIES, 512, 8, dict(SMALL, **RICH), True, True),
