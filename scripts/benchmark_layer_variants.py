@@ -27,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from modeling_posattn.rotary_posattn import rotate_interleaved  # noqa: E402
 
 BATCH, LENGTH, WIDTH, HEADS = 8, 512, 64, 4
-HEAD_DIM = WIDTH // HEADS
 
 
 class RotateWithConjugate(torch.autograd.Function):
@@ -42,11 +41,13 @@ class RotateWithConjugate(torch.autograd.Function):
         return grad * conjugates, None, None
 
 
-def projection_cases(x, linears):
+def projection_cases(x, linears, heads_count):
+    """`x`: `(B, L, width)`; `linears`: the q, k and v projections."""
     q, k, v = linears
+    batch, length, _ = x.shape
 
     def heads(t):
-        return t.view(BATCH, LENGTH, HEADS, HEAD_DIM).transpose(1, 2)
+        return t.view(batch, length, heads_count, -1).transpose(1, 2)
 
     def three_gemms():
         return F.scaled_dot_product_attention(heads(q(x)), heads(k(x)), heads(v(x)))
@@ -54,18 +55,21 @@ def projection_cases(x, linears):
     def one_gemm():
         weight = torch.cat([q.weight, k.weight, v.weight])
         bias = torch.cat([q.bias, k.bias, v.bias])
-        qkv = F.linear(x, weight, bias).view(BATCH, LENGTH, 3, HEADS, HEAD_DIM).permute(2, 0, 3, 1, 4)
+        qkv = F.linear(x, weight, bias).view(batch, length, 3, heads_count, -1).permute(2, 0, 3, 1, 4)
         return F.scaled_dot_product_attention(*qkv.unbind(0))
 
     return {"three GEMMs (the model)": three_gemms, "one GEMM": one_gemm}
 
 
-def rotation_cases(x, linears):
+def rotation_cases(x, linears, heads_count):
+    """q and k projected and rotated by random angles, `(B, L, heads, d)` each."""
     q, k, _ = linears
-    angles = torch.rand(BATCH, LENGTH, 1, HEAD_DIM // 2) * 6.28
+    batch, length, width = x.shape
+    head_dim = width // heads_count
+    angles = torch.rand(batch, length, 1, head_dim // 2) * 6.28
     phasors = torch.polar(torch.ones_like(angles), angles)
-    per_head = phasors.expand(BATCH, LENGTH, HEADS, HEAD_DIM // 2).contiguous()
-    stacked_per_head = phasors.expand(BATCH, LENGTH, 2 * HEADS, HEAD_DIM // 2).contiguous()
+    per_head = phasors.expand(batch, length, heads_count, head_dim // 2).contiguous()
+    stacked_per_head = phasors.expand(batch, length, 2 * heads_count, head_dim // 2).contiguous()
     stacked_conjugates = stacked_per_head.conj().resolve_conj()
 
     def pairs(t):
@@ -73,17 +77,17 @@ def rotation_cases(x, linears):
 
     def two_products(rotation_phasors):
         def rotate():
-            query = q(x).view(BATCH, LENGTH, HEADS, HEAD_DIM)
-            key = k(x).view(BATCH, LENGTH, HEADS, HEAD_DIM)
+            query = q(x).view(batch, length, heads_count, head_dim)
+            key = k(x).view(batch, length, heads_count, head_dim)
             return rotate_interleaved(query, rotation_phasors), rotate_interleaved(key, rotation_phasors)
         return rotate
 
     def one_product(rotation):
         def rotate():
             weight, bias = torch.cat([q.weight, k.weight]), torch.cat([q.bias, k.bias])
-            both = F.linear(x, weight, bias).view(BATCH, LENGTH, 2 * HEADS, HEAD_DIM)
+            both = F.linear(x, weight, bias).view(batch, length, 2 * heads_count, head_dim)
             rotated = torch.view_as_real(rotation(pairs(both))).flatten(-2)
-            return rotated[:, :, :HEADS], rotated[:, :, HEADS:]
+            return rotated[:, :, :heads_count], rotated[:, :, heads_count:]
         return rotate
 
     return {
@@ -95,17 +99,31 @@ def rotation_cases(x, linears):
     }
 
 
-def kernel_cases():
-    query, key, value = (torch.randn(BATCH, HEADS, LENGTH, HEAD_DIM, requires_grad=True) for _ in range(3))
+def attention_inputs(x, heads_count):
+    """Random `(B, heads, L, d)` query, key and value for `x`'s shape."""
+    batch, length, width = x.shape
+    return [torch.randn(batch, heads_count, length, width // heads_count, requires_grad=True) for _ in range(3)]
 
+
+def kernel_cases(query, key, value):
     def math_path():
-        scores = torch.matmul(query * HEAD_DIM**-0.5, key.transpose(-1, -2))
+        scores = torch.matmul(query * query.shape[-1] ** -0.5, key.transpose(-1, -2))
         return torch.matmul(scores.softmax(-1), value)
 
     return {"flash (the model)": lambda: F.scaled_dot_product_attention(query, key, value), "math path": math_path}
 
 
+def check_same(cases: dict) -> None:
+    """Every case computes the first one's outputs (within float rounding), or the comparison means nothing."""
+    with torch.no_grad():
+        reference = [case() for case in cases.values()]
+    for name, outputs in zip(cases, reference):
+        if not all(torch.allclose(a, b, atol=1e-5) for a, b in zip(torch.atleast_1d(outputs), torch.atleast_1d(reference[0]))):
+            raise SystemExit(f"{name} computes something else than {next(iter(cases))}")
+
+
 def timed(cases: dict, train: bool, rounds: int) -> None:
+    """Each case once per round, in turn, after one warm-up call each; prints time and ratio to the first case."""
     def call(case):
         if not train:
             with torch.no_grad():
@@ -114,11 +132,6 @@ def timed(cases: dict, train: bool, rounds: int) -> None:
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
         torch.autograd.backward(outputs, [torch.ones_like(output) for output in outputs])
 
-    with torch.no_grad():
-        reference = [case() for case in cases.values()]
-    for name, outputs in zip(cases, reference):
-        if not all(torch.allclose(a, b, atol=1e-5) for a, b in zip(torch.atleast_1d(outputs), torch.atleast_1d(reference[0]))):
-            raise SystemExit(f"{name} computes something else than {next(iter(cases))}")
     for case in cases.values():
         call(case)
     seconds = {name: [] for name in cases}
@@ -144,9 +157,10 @@ def main():
     torch.manual_seed(0)
     x = torch.randn(BATCH, LENGTH, WIDTH, requires_grad=True)
     linears = [torch.nn.Linear(WIDTH, WIDTH) for _ in range(3)]
-    for title, cases in [("q/k/v projections + SDPA", projection_cases(x, linears)),
-                         ("q/k projections + rotation", rotation_cases(x, linears)),
-                         ("attention kernel", kernel_cases())]:
+    for title, cases in [("q/k/v projections + SDPA", projection_cases(x, linears, HEADS)),
+                         ("q/k projections + rotation", rotation_cases(x, linears, HEADS)),
+                         ("attention kernel", kernel_cases(*attention_inputs(x, HEADS)))]:
+        check_same(cases)
         for train in (True, False):
             print(f"{title}, {'training' if train else 'inference'} ({args.rounds} rounds, time / first row's)", flush=True)
             timed(cases, train, args.rounds)
