@@ -152,17 +152,20 @@ class PosAttnEncoderLayer(GradientCheckpointingLayer):
         """Whether the attention's output reaches nothing but this layer. transformers' output capture counts as a hook:
         once a call asked for `output_hidden_states` or `output_attentions` its hooks stay on the attention modules, and
         the sums go out of place from then on."""
-        return self.output_unseen(self.self_attn, PosAttnAttention, self.self_attn.o_proj)
+        return self.output_unseen(self.self_attn, PosAttnAttention, "o_proj")
 
     def mlp_output_unseen(self) -> bool:
         """Whether the MLP's output reaches nothing but this layer."""
-        return self.output_unseen(self.mlp, PosAttnMLP, self.mlp.fc2)
+        return self.output_unseen(self.mlp, PosAttnMLP, "fc2")
 
-    def output_unseen(self, sublayer: nn.Module, kind: type[nn.Module], projection: nn.Linear) -> bool:
-        """The sublayer, its output projection and the dropout are plain modules (`plain_module`): no hook or wrapper
-        sees the sublayer's output on its way to the residual sum."""
+    def output_unseen(self, sublayer: nn.Module, kind: type[nn.Module], projection: str) -> bool:
+        """The sublayer, its output projection (the attribute `projection`, read only once the sublayer is known to be a
+        `kind`: a replacement module need not have one) and the dropout are plain modules (`plain_module`): no hook or
+        wrapper sees the sublayer's output on its way to the residual sum."""
         return (
-            plain_module(sublayer, kind) and plain_module(projection, nn.Linear) and plain_module(self.dropout, nn.Dropout)
+            plain_module(sublayer, kind)
+            and plain_module(getattr(sublayer, projection), nn.Linear)
+            and plain_module(self.dropout, nn.Dropout)
         )
 
 

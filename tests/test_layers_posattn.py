@@ -247,3 +247,32 @@ def test_a_hook_installed_during_the_layers_call_keeps_the_output_it_saw(hooked)
     layer.layer_norm1.register_forward_pre_hook(install)
     model(**batch)
     assert_unchanged(seen)
+
+
+class AttentionWrapper(nn.Module):
+    """A replacement attention module with its own forward and no `o_proj` of its own."""
+
+    def __init__(self, attention):
+        super().__init__()
+        self.inner = attention
+
+    def forward(self, *args, **kwargs):
+        return self.inner(*args, **kwargs)
+
+
+def test_sublayers_replaced_by_other_modules_sum_out_of_place(residual_sums):
+    """A sublayer swapped for another module (without `o_proj` / `fc2` of its own) runs, out of place, and computes
+    what the original did."""
+    model, batch = build_model(), batch_of(random_samples())
+    model.eval()
+    with torch.no_grad():
+        expected = outputs(model, batch)
+    for layer in model.layers:
+        layer.self_attn = AttentionWrapper(layer.self_attn)
+        layer.mlp = nn.Sequential(layer.mlp.fc1, layer.mlp.activation_fn, layer.mlp.fc2)
+    residual_sums.clear()
+    with torch.no_grad():
+        replaced = outputs(model, batch)
+    assert residual_sums == [False] * 2 * model.config.num_hidden_layers
+    for result, reference in zip(replaced, expected):
+        torch.testing.assert_close(result, reference)
