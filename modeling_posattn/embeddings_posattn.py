@@ -33,6 +33,9 @@ class PosAttnEmbeddings(nn.Module):
     def __init__(self, config: PosAttnConfig):
         super().__init__()
         self.modality_names = config.modality_names
+        # each modality's token vocabulary (None for a feature modality): what decides the content branch, whatever
+        # module (an adapter, a wrapper) stands in the table's place
+        self.vocab_sizes = [config.modality_spec(name).get("vocab_size") for name in config.modality_names]
         self.content = nn.ModuleList(
             build_stem(spec, config.hidden_size, eps=config.layer_norm_eps, act=config.hidden_act)
             if spec.get("input_dim") is not None
@@ -60,34 +63,43 @@ class PosAttnEmbeddings(nn.Module):
             any(isinstance(module, LinearStem) for module in self.content) or isinstance(self.fusion, GatedFusion)
         )
 
+    def modality_table(self) -> torch.Tensor:
+        """`(M, H)` modality embeddings: a plain `nn.Embedding`'s weight (`plain_module`); a hooked, wrapped or adapted
+        one is called on every modality id, so that what it adds (and its hooks) apply."""
+        embedding = self.modality_embedding
+        if plain_module(embedding, nn.Embedding):
+            return embedding.weight
+        return embedding(torch.arange(len(self.content), device=next(embedding.parameters()).device))
+
     def embed_content(
         self,
         input_values: torch.Tensor | None,
         input_ids: torch.Tensor | None,
         positions: TokenPositions,
         order: ModalityOrder | None = None,
+        table: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """`(B, L, H)`: every token's stem output (or token embedding), normalised per modality when `unit_scale`, plus
-        its modality's embedding."""
+        its modality's embedding (`table`: `modality_table()`, computed here when not given)."""
         modality_ids = positions.modality_ids
-        weight = self.modality_embedding.weight
+        weight = self.modality_table() if table is None else table
         # One modality and no padding (learned in the value checks' host sync): every token is that modality's own, so
         # its module needs no masking.
         every_token_own = len(self.content) == 1 and positions.padded is False
         parts = []
         values = input_values.to(weight.dtype) if input_values is not None else None
         joins = [in_grouped_stems(module) for module in self.content]  # decided once: a hook may come or go mid-call
-        grouped = self.grouped_linear_stems(values, positions, order, joins)
+        grouped = self.grouped_linear_stems(values, positions, order, joins, weight.shape[-1])
         if grouped is not None:
             parts.append(grouped)
         # Every other modality's module runs over the whole packed sequence and zeroes what is not its own: no boolean
         # indexing, so no data-dependent shapes (torch.compile and torch.export trace one graph) and no host sync.
         for index, module in enumerate(self.content):
             selected = None if every_token_own else (modality_ids == index) & positions.mask
-            if isinstance(module, nn.Embedding):
+            if self.vocab_sizes[index] is not None:
                 if input_ids is not None:
                     # other modalities' positions hold arbitrary ids: clamp them into the table, then drop them
-                    ids = input_ids.clamp(0, module.num_embeddings - 1)
+                    ids = input_ids.clamp(0, self.vocab_sizes[index] - 1)
                     parts.append(module(ids) if selected is None else torch.where(selected[..., None], module(ids), 0.0))
             elif values is not None and (grouped is None or not joins[index]):
                 if selected is None and not isinstance(module, nn.Linear):  # only the Linear stem takes no mask
@@ -98,11 +110,16 @@ class PosAttnEmbeddings(nn.Module):
                     parts.append(module(values, selected))
         content = sum(parts[1:], parts[0]) if parts else weight.new_zeros(*modality_ids.shape, weight.shape[-1])
         if self.unit_scale:
-            return self.normalise_per_modality(content, modality_ids)
-        return content + self.modality_embedding(modality_ids)
+            return self.normalise_per_modality(content, modality_ids, weight)
+        return content + nn.functional.embedding(modality_ids, weight)
 
     def grouped_linear_stems(
-        self, values: torch.Tensor | None, positions: TokenPositions, order: ModalityOrder | None, joins: list[bool]
+        self,
+        values: torch.Tensor | None,
+        positions: TokenPositions,
+        order: ModalityOrder | None,
+        joins: list[bool],
+        hidden_size: int,
     ) -> torch.Tensor | None:
         """Every Linear stem at once, as one grouped GEMM over the tokens in modality order (`grouped_posattn.py`):
         `(B, L, H)`, zero at every token that is not a real token of a Linear-stem modality. Each row keeps only its
@@ -113,7 +130,6 @@ class PosAttnEmbeddings(nn.Module):
         stems = [module if join else None for module, join in zip(self.content, joins)]
         if order is None or values is None or not any(stems):
             return None
-        hidden_size = self.modality_embedding.weight.shape[-1]
         columns = max(stem.in_features for stem in stems if stem is not None)
         if not aligned(hidden_size):
             return None
@@ -142,8 +158,10 @@ class PosAttnEmbeddings(nn.Module):
         `rows` method) is computed and normalised once per row of its table and gathered, when the table has fewer rows
         than the batch has tokens; the fusion may then use the table too."""
         encoding = self.position_encoding
-        # a hooked or wrapped encoding is called as a module: its hooks see (and may change) every token's encoding
-        rows = getattr(encoding, "rows", None) if plain_module(encoding, type(encoding)) else None
+        # a hooked, wrapped or subclassed encoding is called as a module: its hooks see (and may change) every token's
+        # encoding, and a subclass's own `forward` is not bypassed by the registered class's `rows`
+        registered = type(encoding) in ABSOLUTE_POSITION_ENCODINGS.values()
+        rows = getattr(encoding, "rows", None) if registered and plain_module(encoding, type(encoding)) else None
         rows = rows(content, positions) if rows is not None else None
         if rows is not None and rows[0].shape[0] < positions.mask.numel():
             table, index, *owners = rows  # owners: each row's modality, where a row belongs to one
@@ -156,13 +174,16 @@ class PosAttnEmbeddings(nn.Module):
         the weight stays float32, which torch's fused RMSNorm refuses (it warns and takes a slower path)."""
         if self.encoding_norm is None:
             return encoding
-        return self.encoding_norm(encoding.to(self.encoding_norm.weight.dtype)).to(encoding.dtype)
+        norm_dtype = next(self.encoding_norm.parameters()).dtype  # its weight's, also when a wrapper holds the norm
+        return self.encoding_norm(encoding.to(norm_dtype)).to(encoding.dtype)
 
-    def normalise_per_modality(self, content: torch.Tensor, modality_ids: torch.Tensor) -> torch.Tensor:
+    def normalise_per_modality(
+        self, content: torch.Tensor, modality_ids: torch.Tensor, table: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """$\gamma_m \odot \mathrm{LN}(c) + \beta_m + e_m$ with the modality embedding $e_m$ folded into the shift:
         one fused `layer_norm` with one modality; otherwise the `(M, H)` tables gathered as embedding rows
         (index_select, several times faster on CPU than advanced indexing) and one `addcmul`."""
-        shift = self.content_norm_bias + self.modality_embedding.weight
+        shift = self.content_norm_bias + (self.modality_table() if table is None else table)
         if len(self.content) == 1:
             return nn.functional.layer_norm(content, content.shape[-1:], self.content_norm_weight[0], shift[0],
                                             eps=self.layer_norm_eps)
@@ -170,10 +191,11 @@ class PosAttnEmbeddings(nn.Module):
         scale = nn.functional.embedding(modality_ids, self.content_norm_weight)
         return torch.addcmul(nn.functional.embedding(modality_ids, shift), normalised, scale)
 
-    def modality_order(self, positions: TokenPositions) -> ModalityOrder | None:
+    def modality_order(self, positions: TokenPositions, table: torch.Tensor) -> ModalityOrder | None:
         """The batch's tokens in modality order, for per-modality maps as one grouped GEMM (`grouped_posattn.py`), where
-        that path runs: several modalities with such maps, eager execution on CPU."""
-        if not self.maps_per_modality or not grouped_path_allowed(self.modality_embedding.weight):
+        that path runs: several modalities with such maps, eager execution on CPU, in a dtype grouped_mm takes (the
+        modality `table`'s: the model's)."""
+        if not self.maps_per_modality or not grouped_path_allowed(table):
             return None
         return ModalityOrder.of(positions.modality_ids, len(self.content))
 
@@ -186,12 +208,13 @@ class PosAttnEmbeddings(nn.Module):
         mask_embedding: torch.Tensor | None = None,
     ) -> torch.Tensor:
         modality_ids = positions.modality_ids
-        order = self.modality_order(positions)
-        hidden_states = self.embed_content(input_values, input_ids, positions, order)
+        table = self.modality_table()
+        order = self.modality_order(positions, table)
+        hidden_states = self.embed_content(input_values, input_ids, positions, order, table)
         if mask_positions is not None:
             # Masked-reconstruction pretraining: a masked token keeps its modality and position but its content is the
             # modality's learned mask embedding (wav2vec 2.0's `masked_spec_embed`), not zeros.
-            masked = nn.functional.embedding(modality_ids, mask_embedding + self.modality_embedding.weight)
+            masked = nn.functional.embedding(modality_ids, mask_embedding + table)
             hidden_states = torch.where(mask_positions[..., None], masked.to(hidden_states.dtype), hidden_states)
         if self.position_encoding is not None:
             encoding, rows = self.encode_positions(hidden_states, positions)

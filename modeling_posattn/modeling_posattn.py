@@ -238,7 +238,8 @@ class PosAttnModel(PosAttnPreTrainedModel):
         attention_bias = None
         if self.config._attn_implementation == "eager":  # eager materialises (B, heads, L, L) attention weights
             check_dense_bias_size(self.config, *positions.mask.shape, hidden_states.dtype)
-        if encoding is None or encoding.kind == "rotary":
+        # the kind from the registry, not the module: a wrapper or an adapter around the encoding need not carry it
+        if encoding is None or RELATIVE_POSITION_ENCODINGS[self.config.relative_position_encoding].kind == "rotary":
             padded = attention_mask is not None and positions.padded is not False
             mask = self.key_padding_mask(hidden_states, positions.mask, padded=padded)
             if encoding is not None:
@@ -249,7 +250,7 @@ class PosAttnModel(PosAttnPreTrainedModel):
         else:
             # time-split from `time_split_min_length` tokens (CPU sdpa), else dense (B, heads, L, L) while it is small
             # and blocks of query rows past `dense_bias_max_bytes`: memory linear in L, so no size check is needed here
-            dropout = self.layers[0].self_attn.attention_dropout if self.training else 0.0  # what the layers will use
+            dropout = self.config.attention_dropout if self.training else 0.0  # what the layers will use
             mask = score_bias_for(encoding, positions, hidden_states.dtype, self.config, dropout)
             if isinstance(mask, QueryBlockedBias):
                 mask, attention_bias = None, mask
@@ -413,8 +414,8 @@ class PosAttnForPreTraining(PosAttnPreTrainedModel):
         return_loss (`bool`): compute the loss (default; it also tells Trainer that this model returns a loss without
             labels, so that evaluation reports `eval_loss`).
         """
-        positions = self.posattn.token_positions(
-            input_values, input_ids, modality_ids, position_ids, timestamps, attention_mask
+        positions = resolve_token_positions(
+            self.config, input_values, input_ids, modality_ids, position_ids, timestamps, attention_mask
         )
         if mask_positions is None:
             mask_positions = self.sample_mask_positions(positions)
@@ -444,7 +445,7 @@ class PosAttnForPreTraining(PosAttnPreTrainedModel):
             count = selected.sum()
             prediction = head(hidden_states)
             if self.config.modality_spec(name).get("input_dim") is not None:
-                width = head.out_features
+                width = prediction.shape[-1]
                 if reconstruction is None:
                     reconstruction = hidden_states.new_zeros(*hidden_states.shape[:2], self.config.max_feature_dim)
                 is_modality = (positions.modality_ids == index) & positions.mask
@@ -458,7 +459,7 @@ class PosAttnForPreTraining(PosAttnPreTrainedModel):
                     error = (prediction.float() - target).pow(2).mean(dim=-1)
                     losses.append((error * selected).sum() / count.clamp(min=1))
             else:
-                vocab = head.out_features
+                vocab = prediction.shape[-1]
                 if logits is None:
                     widest = max(spec.get("vocab_size") or 0 for spec in self.config.modalities.values())
                     logits = hidden_states.new_full((*hidden_states.shape[:2], widest), torch.finfo(hidden_states.dtype).min)

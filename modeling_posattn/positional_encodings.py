@@ -389,10 +389,11 @@ def map_of_content_and_rows(
     or a map is not a plain Linear (`plain_module`: an adapter or a hook keeps its own forward)."""
     table, index, *owners = rows
     count, hidden = len(linears), content.shape[-1]
-    plain = all(plain_module(linear, nn.Linear) for linear in linears)
+    if not all(plain_module(linear, nn.Linear) for linear in linears):
+        return None
     groupable = count == 1 or (order is not None and aligned(hidden, linears[0].out_features))
     row_maps = table.shape[0] * (1 if owners or count == 1 else count)
-    if not plain or not groupable or row_maps >= modality_ids.numel():
+    if not groupable or row_maps >= modality_ids.numel():
         return None
     content_weights = [linear.weight[:, :hidden] for linear in linears]
     if count == 1:

@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from transformers.activations import ACT2FN
 
+from .grouped_posattn import plain_module
+
 STEM_DEFAULTS: dict[str, dict[str, Any]] = {
     "linear": {"stride": 1},
     "conv": {"stride": 1, "kernel_size": 8, "filters": 8},
@@ -117,9 +119,11 @@ class ConvStem(nn.Module):
     norms and activations run over contiguous memory without transposes: the temporal filters as one small GEMM over
     each frame's k-frame window (`unfold`, copied once as the GEMM's operand: k times the frames), and the spatial
     convolution, whose width equals its step, as one Linear over a token's s frames side by side (a view). The
-    `Conv1d` modules hold the weights (checkpoints load unchanged) but are not called, so hooks or pruning on them do
-    not reach the forward. Once the batch's count of the modality's tokens is known (the value checks' host sync), only
-    those tokens are embedded (`embed_own_tokens`), not every token of the packed batch.
+    `Conv1d` modules hold the weights (checkpoints load unchanged) and are not called while they are plain
+    (`plain_module`); a hooked, wrapped or adapted one (a LoRA adapter) is called, as two `Conv1d`s over `(B, channels,
+    T)` frames (`embed_by_modules`), so what it adds reaches the forward. Once the batch's count of the modality's
+    tokens is known (the value checks' host sync), only those tokens are embedded (`embed_own_tokens`), not every
+    token of the packed batch.
     """
 
     def __init__(self, spec: dict[str, Any], hidden_size: int, eps: float = 1e-5, act: str = "gelu"):
@@ -152,16 +156,29 @@ class ConvStem(nn.Module):
     def forward(self, values: torch.Tensor, mask: torch.Tensor, own_tokens: int | None = None) -> torch.Tensor:
         """`own_tokens`: how many tokens `mask` selects (known after the value checks' host sync): then only they
         are embedded (`embed_own_tokens`)."""
-        if own_tokens is not None and 0 < own_tokens < mask.numel():
+        weights_stand_in = all(plain_module(conv, nn.Conv1d) for conv in (self.temporal, self.spatial))
+        if weights_stand_in and own_tokens is not None and 0 < own_tokens < mask.numel():
             return self.embed_own_tokens(values, mask, own_tokens)
         batch, length = mask.shape
         selected = mask.bool().unsqueeze(-1)
         # Tokens back to frames: (B, L, s*D) -> (B, L*s, D); the token's frames are contiguous, in order.
         frames = own_frames(values, selected, self.in_features).reshape(batch, length * self.stride, self.input_dim)
+        if not weights_stand_in:
+            return torch.where(selected, self.embed_by_modules(frames), 0.0).to(values.dtype)
         padding = (0, 0, self.frames_before, self.window - 1 - self.frames_before)
         windows = nn.functional.pad(frames, padding).unfold(1, self.window, 1)  # (B, T, D, k)
         # in the features' dtype: float32 under autocast, as the convolutions' output times a float mask gave it
         return torch.where(selected, self.embed_filtered(self.filter_windows(windows)), 0.0).to(values.dtype)
+
+    def embed_by_modules(self, frames: torch.Tensor) -> torch.Tensor:
+        """`(B, T, D)` frames -> `(B, T / s, H)` tokens with both convolutions called as modules: the computation of
+        `filter_windows` and `embed_filtered`, in the `Conv1d`s' own layout."""
+        batch, length, channels = frames.shape
+        filtered = self.temporal(frames.transpose(1, 2).reshape(batch * channels, 1, length))  # (B * D, F, T)
+        filtered = filtered.view(batch, channels * self.filters, length).transpose(1, 2)  # channel d * F + f, as above
+        hidden = self.activation(self.temporal_norm(filtered))
+        hidden = self.spatial(hidden.transpose(1, 2)).transpose(1, 2)  # (B, T / s, H)
+        return self.activation(self.spatial_norm(hidden))
 
     def embed_own_tokens(self, values: torch.Tensor, mask: torch.Tensor, own_tokens: int) -> torch.Tensor:
         """The stem over the modality's `own_tokens` tokens only, put back in place: the packed computation's result
@@ -194,8 +211,9 @@ class PatchStem(nn.Module):
 
     Each token is embedded from its own frames only, so nothing crosses tokens, modalities or padding. The patch
     embedding's weights are a `Conv2d`'s whose width equals its step, applied as one Linear over every patch's values
-    (the patches cut by a view and one copy of the frames); the `Conv2d` holds them (checkpoints load unchanged) but is
-    not called, so hooks on it do not reach the forward.
+    (the patches cut by a view and one copy of the frames); the `Conv2d` holds them (checkpoints load unchanged) and is
+    called only where it is not plain (`plain_module`: a hook, a wrapper or an adapter on it), over the token's frames
+    as a one-channel image.
     """
 
     def __init__(self, spec: dict[str, Any], hidden_size: int, eps: float = 1e-5, act: str = "gelu"):
@@ -203,7 +221,7 @@ class PatchStem(nn.Module):
         options = stem_spec(spec)
         self.input_dim, self.stride = spec["input_dim"], options["stride"]
         self.in_features = self.stride * self.input_dim
-        patch = tuple(options["patch_size"])
+        patch = self.patch_size = tuple(options["patch_size"])
         num_patches = (self.stride // patch[0]) * (self.input_dim // patch[1])
         self.patch_embedding = nn.Conv2d(1, options["filters"], patch, stride=patch)
         self.patch_norm = nn.LayerNorm(options["filters"], eps=eps)
@@ -213,12 +231,16 @@ class PatchStem(nn.Module):
     def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         batch, length = mask.shape
         selected = mask.bool().unsqueeze(-1)
-        rows, columns = self.patch_embedding.kernel_size
-        # (B, L, s, D) frames as (row block, row, column block, column) -> (B, L, P, rows * columns), patches row-major
+        rows, columns = self.patch_size
         image = own_frames(values, selected, self.in_features)
-        image = image.view(batch, length, self.stride // rows, rows, self.input_dim // columns, columns)
-        patches = image.transpose(3, 4).reshape(batch, length, -1, rows * columns)
-        patches = nn.functional.linear(patches, self.patch_embedding.weight.flatten(1), self.patch_embedding.bias)
+        if plain_module(self.patch_embedding, nn.Conv2d):
+            # (B, L, s, D) frames as (row block, row, column block, column) -> (B, L, P, rows * columns), row-major
+            image = image.view(batch, length, self.stride // rows, rows, self.input_dim // columns, columns)
+            patches = image.transpose(3, 4).reshape(batch, length, -1, rows * columns)
+            patches = nn.functional.linear(patches, self.patch_embedding.weight.flatten(1), self.patch_embedding.bias)
+        else:
+            patches = self.patch_embedding(image.reshape(batch * length, 1, self.stride, self.input_dim))  # (N, F, ., .)
+            patches = patches.flatten(2).transpose(1, 2).reshape(batch, length, -1, patches.shape[1])  # row-major
         patches = self.activation(self.patch_norm(patches)).flatten(2)  # (B, L, P * F)
         return torch.where(selected, self.projection(patches), 0.0)
 

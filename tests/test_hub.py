@@ -45,7 +45,10 @@ MODEL_CODE = {
     "validation_posattn.py", "attention_posattn.py", "rotary_posattn.py", "embeddings_posattn.py", "bias_posattn.py",
     "split_attention_posattn.py", "grouped_posattn.py", "layers_posattn.py",
 }
-PROCESSOR_CODE = {"processing_posattn.py", "input_checks_posattn.py", "configuration_posattn.py", "stems.py"}
+# stems.py brings grouped_posattn.py (`plain_module`: whether a stem's convolution may be read rather than called)
+PROCESSOR_CODE = {
+    "processing_posattn.py", "input_checks_posattn.py", "configuration_posattn.py", "stems.py", "grouped_posattn.py",
+}
 MODEL_AUTO_MAP = {
     "AutoConfig": "configuration_posattn.PosAttnConfig",
     "AutoModel": "modeling_posattn.PosAttnModel",
