@@ -16,7 +16,7 @@ from .grouped_posattn import (
     stacked_affine,
 )
 from .positional_encodings import ABSOLUTE_POSITION_ENCODINGS, POSITION_FUSIONS, GatedFusion, TokenPositions
-from .stems import ConvStem, LinearStem, build_stem
+from .stems import ConvStem, LinearStem, build_stem, own_frames, token_feature_dim
 
 
 class PosAttnEmbeddings(nn.Module):
@@ -33,9 +33,12 @@ class PosAttnEmbeddings(nn.Module):
     def __init__(self, config: PosAttnConfig):
         super().__init__()
         self.modality_names = config.modality_names
-        # each modality's token vocabulary (None for a feature modality): what decides the content branch, whatever
-        # module (an adapter, a wrapper) stands in the table's place
-        self.vocab_sizes = [config.modality_spec(name).get("vocab_size") for name in config.modality_names]
+        # each modality's token vocabulary (None for a feature modality) and packed feature width (0 for token ids):
+        # what decides the content branch and what a stem is handed, whatever module (an adapter, a wrapper) stands in
+        # the table's or the stem's place
+        specs = [config.modality_spec(name) for name in config.modality_names]
+        self.vocab_sizes = [spec.get("vocab_size") for spec in specs]
+        self.feature_widths = [token_feature_dim(spec) for spec in specs]
         self.content = nn.ModuleList(
             build_stem(spec, config.hidden_size, eps=config.layer_norm_eps, act=config.hidden_act)
             if spec.get("input_dim") is not None
@@ -104,10 +107,14 @@ class PosAttnEmbeddings(nn.Module):
             elif values is not None and (grouped is None or not joins[index]):
                 if selected is None and not isinstance(module, nn.Linear):  # only the Linear stem takes no mask
                     selected = positions.mask
+                # a stem is handed its own columns at its own tokens, zero elsewhere: an adapter around it (LoRA's
+                # `x -> B A x` beside the stem) sees what the stem sees, never another modality's or padding's values
+                width = self.feature_widths[index]
+                own = values[..., :width] if selected is None else own_frames(values, selected[..., None], width)
                 if isinstance(module, ConvStem) and positions.token_counts is not None:
-                    parts.append(module(values, selected, own_tokens=positions.token_counts[index]))
+                    parts.append(module(own, selected, own_tokens=positions.token_counts[index]))
                 else:
-                    parts.append(module(values, selected))
+                    parts.append(module(own, selected))
         content = sum(parts[1:], parts[0]) if parts else weight.new_zeros(*modality_ids.shape, weight.shape[-1])
         if self.unit_scale:
             return self.normalise_per_modality(content, modality_ids, weight)
