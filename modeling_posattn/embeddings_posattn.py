@@ -66,13 +66,14 @@ class PosAttnEmbeddings(nn.Module):
             any(isinstance(module, LinearStem) for module in self.content) or isinstance(self.fusion, GatedFusion)
         )
 
-    def modality_table(self) -> torch.Tensor:
+    def modality_table(self, device: torch.device) -> torch.Tensor:
         """`(M, H)` modality embeddings: a plain `nn.Embedding`'s weight (`plain_module`); a hooked, wrapped or adapted
-        one is called on every modality id, so that what it adds (and its hooks) apply."""
+        one is called once per forward on every modality id (`arange(M)` on `device`, the batch's), so that what it adds
+        applies; its hooks see those ids and the `(M, H)` table, not the batch's per-token ids."""
         embedding = self.modality_embedding
         if plain_module(embedding, nn.Embedding):
             return embedding.weight
-        return embedding(torch.arange(len(self.content), device=next(embedding.parameters()).device))
+        return embedding(torch.arange(len(self.content), device=device))
 
     def embed_content(
         self,
@@ -85,7 +86,7 @@ class PosAttnEmbeddings(nn.Module):
         """`(B, L, H)`: every token's stem output (or token embedding), normalised per modality when `unit_scale`, plus
         its modality's embedding (`table`: `modality_table()`, computed here when not given)."""
         modality_ids = positions.modality_ids
-        weight = self.modality_table() if table is None else table
+        weight = self.modality_table(modality_ids.device) if table is None else table
         # One modality and no padding (learned in the value checks' host sync): every token is that modality's own, so
         # its module needs no masking.
         every_token_own = len(self.content) == 1 and positions.padded is False
@@ -102,7 +103,9 @@ class PosAttnEmbeddings(nn.Module):
             if self.vocab_sizes[index] is not None:
                 if input_ids is not None:
                     # other modalities' positions hold arbitrary ids: clamp them into the table, then drop them
-                    ids = input_ids.clamp(0, self.vocab_sizes[index] - 1)
+                    # the table's own rows where it is a plain table (it may have grown: `set_input_embeddings`)
+                    rows = module.num_embeddings if plain_module(module, nn.Embedding) else self.vocab_sizes[index]
+                    ids = input_ids.clamp(0, rows - 1)
                     parts.append(module(ids) if selected is None else torch.where(selected[..., None], module(ids), 0.0))
             elif values is not None and (grouped is None or not joins[index]):
                 if selected is None and not isinstance(module, nn.Linear):  # only the Linear stem takes no mask
@@ -181,7 +184,8 @@ class PosAttnEmbeddings(nn.Module):
         the weight stays float32, which torch's fused RMSNorm refuses (it warns and takes a slower path)."""
         if self.encoding_norm is None:
             return encoding
-        norm_dtype = next(self.encoding_norm.parameters()).dtype  # its weight's, also when a wrapper holds the norm
+        weight = getattr(self.encoding_norm, "weight", None)  # none on a wrapper, or a norm without an affine
+        norm_dtype = weight.dtype if isinstance(weight, torch.Tensor) else encoding.dtype
         return self.encoding_norm(encoding.to(norm_dtype)).to(encoding.dtype)
 
     def normalise_per_modality(
@@ -190,7 +194,7 @@ class PosAttnEmbeddings(nn.Module):
         """$\gamma_m \odot \mathrm{LN}(c) + \beta_m + e_m$ with the modality embedding $e_m$ folded into the shift:
         one fused `layer_norm` with one modality; otherwise the `(M, H)` tables gathered as embedding rows
         (index_select, several times faster on CPU than advanced indexing) and one `addcmul`."""
-        shift = self.content_norm_bias + (self.modality_table() if table is None else table)
+        shift = self.content_norm_bias + (self.modality_table(modality_ids.device) if table is None else table)
         if len(self.content) == 1:
             return nn.functional.layer_norm(content, content.shape[-1:], self.content_norm_weight[0], shift[0],
                                             eps=self.layer_norm_eps)
@@ -215,7 +219,7 @@ class PosAttnEmbeddings(nn.Module):
         mask_embedding: torch.Tensor | None = None,
     ) -> torch.Tensor:
         modality_ids = positions.modality_ids
-        table = self.modality_table()
+        table = self.modality_table(modality_ids.device)
         order = self.modality_order(positions, table)
         hidden_states = self.embed_content(input_values, input_ids, positions, order, table)
         if mask_positions is not None:

@@ -175,7 +175,7 @@ class ConvStem(nn.Module):
         `filter_windows` and `embed_filtered`, in the `Conv1d`s' own layout."""
         batch, length, channels = frames.shape
         filtered = self.temporal(frames.transpose(1, 2).reshape(batch * channels, 1, length))  # (B * D, F, T)
-        filtered = filtered.view(batch, channels * self.filters, length).transpose(1, 2)  # channel d * F + f, as above
+        filtered = filtered.reshape(batch, channels * self.filters, length).transpose(1, 2)  # channel d * F + f, as above
         hidden = self.activation(self.temporal_norm(filtered))
         hidden = self.spatial(hidden.transpose(1, 2)).transpose(1, 2)  # (B, T / s, H)
         return self.activation(self.spatial_norm(hidden))

@@ -293,3 +293,23 @@ def test_a_saved_config_from_before_unit_scale_loads_without_it(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(saved))
     assert not PosAttnConfig.from_pretrained(tmp_path).unit_scale_embeddings
 
+
+
+def test_a_token_table_grown_in_place_is_indexed_to_its_new_rows():
+    """`set_input_embeddings` with a larger table and the spec's `vocab_size` raised to match: ids past the old
+    vocabulary reach their own rows (they were clamped to the old last row)."""
+    model = build_model(modalities=json.loads(json.dumps(MODALITIES)))  # a copy: the spec is changed in place below
+    hidden = model.config.hidden_size
+    model.config.modalities["text"]["vocab_size"] = 57
+    torch.manual_seed(1)
+    model.set_input_embeddings(torch.nn.Embedding(57, hidden))
+    modalities = dict(MODALITIES, text={"vocab_size": 57, "sampling_rate": None})
+    results = []
+    for token in (42, 52):
+        samples = random_samples()
+        for sample in samples:
+            if "text" in sample:
+                sample["text"] = np.full_like(sample["text"], token)
+        with torch.no_grad():
+            results.append(model(**batch_of(samples, modalities)).last_hidden_state)
+    assert not torch.allclose(*results)

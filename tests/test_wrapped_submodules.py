@@ -122,3 +122,15 @@ def test_a_subclassed_position_encoding_runs_its_own_forward():
         assert not torch.allclose(result(shifted, batch), expected)
     config = tiny_config()
     assert type(PosAttnModel(config).embeddings.position_encoding) is SinusoidalPositionEncoding
+
+
+def test_an_encoding_norm_without_a_weight_is_called():
+    """A norm without an affine (no `weight` to take the dtype from) in the encoding norm's place; at init the model's
+    norm has unit weights, so both compute the same."""
+    model = build_model(**RICH)
+    batch = batch_for(model)
+    plain = copy.deepcopy(model)
+    norm = model.embeddings.encoding_norm
+    plain.embeddings.encoding_norm = nn.RMSNorm(norm.normalized_shape, eps=norm.eps, elementwise_affine=False)
+    with torch.no_grad():
+        torch.testing.assert_close(result(plain, batch), result(model, batch))
