@@ -345,7 +345,11 @@ class ConcatFusion(nn.Module):
         rows: tuple[torch.Tensor, ...] | None = None,
     ) -> torch.Tensor:
         projected = map_of_content_and_rows([self.projection], content, rows, modality_ids) if rows else None
-        return self.projection(torch.cat((content, encoding), dim=-1)) if projected is None else projected
+        if projected is None:
+            projected = self.projection(torch.cat((content, encoding), dim=-1))
+        # in the content's dtype: under autocast the map comes out in half precision, and this output is the residual
+        # stream every layer adds to (the add and gated fusions keep the content's float32 by type promotion)
+        return projected.to(content.dtype)
 
 
 class GatedFusion(nn.Module):

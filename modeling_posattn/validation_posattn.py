@@ -9,11 +9,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from transformers.utils import is_torchdynamo_compiling
+from transformers.utils import is_torchdynamo_compiling, logging
 
 from .configuration_posattn import MAX_FEATURE_MAGNITUDE, PosAttnConfig
 from .positional_encodings import TokenPositions, default_position_ids, default_timestamps
 from .stems import token_feature_dim
+
+logger = logging.get_logger(__name__)
 
 
 def _check_layout(name: str, tensor: torch.Tensor | None, shape: tuple[int, ...], kinds: str, hint: str = "") -> None:
@@ -41,6 +43,19 @@ def refuse_limited_dtype(name: str, tensor: torch.Tensor) -> None:
     if tensor.dtype in LIMITED_DTYPES:
         raise TypeError(f"`{name}` of dtype {tensor.dtype} is not supported (torch has few operations for it): convert "
                         "it to int64 (or float32 for features).")
+
+
+def warn_of_rounded_timestamps(timestamps: torch.Tensor | None) -> None:
+    """Half-precision times were rounded before any check can see it (bfloat16 steps are 0.25 s at one minute,
+    float16's 0.03 s: tokens 10 ms apart become simultaneous). A warning, not an error: casting every floating input to
+    the model's dtype is the ecosystem's idiom (`BatchFeature.to(torch.bfloat16)`, transformers' own model tests), and
+    the times may well be coarse enough."""
+    if timestamps is not None and timestamps.is_floating_point() and torch.finfo(timestamps.dtype).bits < 32:
+        logger.warning_once(
+            f"`timestamps` of dtype {timestamps.dtype} round the times (tokens 10 ms apart at one minute become "
+            "simultaneous): pass float32 or float64 timestamps. `batch.to(torch.bfloat16)` casts them too; the model "
+            "casts `input_values` to its own dtype, so a batch needs no cast."
+        )
 
 
 def resolve_token_positions(
@@ -86,6 +101,7 @@ def resolve_token_positions(
     _check_layout("modality_ids", modality_ids, shape, "i")
     _check_layout("position_ids", position_ids, shape, "i")
     _check_layout("timestamps", timestamps, shape, "if")
+    warn_of_rounded_timestamps(timestamps)
     _check_layout(
         "attention_mask", attention_mask, shape, "bif",
         hint=" PosAttn builds its own attention bias from the 2-D padding mask (1 real token, 0 padding); do not pass "

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import ABSOLUTE, MODALITIES, RELATIVE, batch_of, build_model, random_samples, tiny_config
+from conftest import ABSOLUTE, FUSIONS, MODALITIES, RELATIVE, batch_of, build_model, random_samples, tiny_config
 
 from modeling_posattn import PosAttnModel
 from modeling_posattn.positional_encodings import (
@@ -269,6 +269,20 @@ def test_the_encoding_norm_runs_in_its_own_dtype_under_autocast(absolute):
         hidden = model(**inputs).last_hidden_state
     assert seen == [torch.float32, torch.float32]
     torch.testing.assert_close(hidden.float(), expected, atol=0.1, rtol=0.05)
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+@pytest.mark.parametrize("absolute", ["sinusoidal", "multiscale"])
+def test_every_fusion_keeps_the_residual_stream_in_float32_under_autocast(fusion, absolute):
+    """Under bfloat16 autocast the fusion's output is the residual stream every layer adds to: float32 for every
+    fusion (concat's map came out in bfloat16, and so did every residual sum and the model's output)."""
+    model = build_model(absolute_position_encoding=absolute, position_fusion=fusion)
+    inputs = batch_of(random_samples())
+    fused = []
+    model.embeddings.fusion.register_forward_hook(lambda module, args, output: fused.append(output.dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        hidden = model(**inputs).last_hidden_state
+    assert fused == [torch.float32] and hidden.dtype == torch.float32
 
 
 @pytest.mark.parametrize("fusion, bands, unit_scale", [("gated", None, True), ("add", 8, True), ("gated", 8, False)])

@@ -122,3 +122,19 @@ def test_num_positions_stays_above_positions_past_two_to_the_53():
     positions = resolve(config, {"input_values": torch.randn(1, 2, 2), "modality_ids": None,
                                  "position_ids": torch.tensor([[0, highest]])})
     assert positions.num_positions > highest
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_timestamps_are_taken_with_a_warning(dtype, monkeypatch):
+    """Casting every floating input to the model's dtype is the ecosystem's idiom (transformers' own model tests do):
+    half-precision times are accepted, with a warning that they were rounded; float32 and float64 ones without."""
+    from modeling_posattn import validation_posattn
+
+    warnings = []
+    monkeypatch.setattr(validation_posattn.logger, "warning_once", warnings.append)
+    config, batch = PosAttnConfig(modalities=MODALITIES), packed_batch()
+    for precise in (torch.float64, torch.float32):
+        resolve(config, dict(batch, timestamps=batch["timestamps"].to(precise)))
+    assert warnings == []
+    resolve(config, dict(batch, timestamps=batch["timestamps"].to(dtype)))
+    assert len(warnings) == 1 and f"`timestamps` of dtype {dtype} round the times" in warnings[0]
