@@ -16,7 +16,7 @@ from .grouped_posattn import (
     stacked_affine,
 )
 from .positional_encodings import ABSOLUTE_POSITION_ENCODINGS, POSITION_FUSIONS, GatedFusion, TokenPositions
-from .stems import ConvStem, LinearStem, build_stem, own_frames, token_feature_dim
+from .stems import STEMS, ConvStem, LinearStem, build_stem, own_frames, token_feature_dim
 
 
 class PosAttnEmbeddings(nn.Module):
@@ -110,10 +110,13 @@ class PosAttnEmbeddings(nn.Module):
             elif values is not None and (grouped is None or not joins[index]):
                 if selected is None and not isinstance(module, nn.Linear):  # only the Linear stem takes no mask
                     selected = positions.mask
-                # a stem is handed its own columns at its own tokens, zero elsewhere: an adapter around it (LoRA's
-                # `x -> B A x` beside the stem) sees what the stem sees, never another modality's or padding's values
-                width = self.feature_widths[index]
-                own = values[..., :width] if selected is None else own_frames(values, selected[..., None], width)
+                # any module but the package's own plain stems (which mask for themselves) is handed the modality's own
+                # columns at its own tokens, zero elsewhere: an adapter around a stem (LoRA's `x -> B A x` beside it)
+                # sees what the stem sees, never another modality's or padding's values
+                own = values
+                if not (type(module) in STEMS.values() and plain_module(module, type(module))):
+                    width = self.feature_widths[index]
+                    own = values[..., :width] if selected is None else own_frames(values, selected[..., None], width)
                 if isinstance(module, ConvStem) and positions.token_counts is not None:
                     parts.append(module(own, selected, own_tokens=positions.token_counts[index]))
                 else:

@@ -65,7 +65,7 @@ def test_every_adapter_reaches_the_output(case):
         assert not torch.allclose(logits(one, batch), expected, atol=1e-6), f"the adapter on {name} is bypassed"
 
 
-@pytest.mark.parametrize("case", ["all-linear, conv and patch stems"], indirect=True)
+@pytest.mark.parametrize("case", ["all-linear", "all-linear, conv and patch stems"], indirect=True)
 def test_a_training_step_reaches_only_the_adapters_and_the_adapter_round_trips(case, tmp_path):
     model, targets, batch = case
     lora = adapted(model, targets)
