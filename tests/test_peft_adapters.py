@@ -79,3 +79,16 @@ def test_a_training_step_reaches_only_the_adapters_and_the_adapter_round_trips(c
     lora.save_pretrained(tmp_path)
     loaded = peft.PeftModel.from_pretrained(copy.deepcopy(model), tmp_path).eval()
     torch.testing.assert_close(logits(loaded, batch), logits(lora, batch))
+
+
+@pytest.mark.parametrize("case", list(TARGETS), indirect=True)
+def test_merged_adapters_give_the_adapted_models_outputs(case):
+    """`merge_and_unload` folds the adapters into plain modules again, which the fast paths read directly: the merged
+    model computes what the adapted one did."""
+    model, targets, batch = case
+    lora = adapted(model, targets)
+    make_adapters_nonzero(lora)
+    expected = logits(lora, batch)
+    merged = lora.merge_and_unload().eval()
+    assert not any(isinstance(module, peft.tuners.lora.LoraLayer) for module in merged.modules())
+    torch.testing.assert_close(logits(merged, batch), expected, atol=1e-4, rtol=1e-4)
