@@ -13,6 +13,7 @@ from .grouped_posattn import (
     grouped_linear,
     grouped_path_allowed,
     plain_module,
+    plain_module_of,
     stacked_affine,
 )
 from .positional_encodings import ABSOLUTE_POSITION_ENCODINGS, POSITION_FUSIONS, GatedFusion, TokenPositions
@@ -114,7 +115,7 @@ class PosAttnEmbeddings(nn.Module):
                 # columns at its own tokens, zero elsewhere: an adapter around a stem (LoRA's `x -> B A x` beside it)
                 # sees what the stem sees, never another modality's or padding's values
                 own = values
-                if not (type(module) in STEMS.values() and plain_module(module, type(module))):
+                if not plain_module_of(module, STEMS.values()):
                     width = self.feature_widths[index]
                     own = values[..., :width] if selected is None else own_frames(values, selected[..., None], width)
                 if isinstance(module, ConvStem) and positions.token_counts is not None:
@@ -173,8 +174,8 @@ class PosAttnEmbeddings(nn.Module):
         encoding = self.position_encoding
         # a hooked, wrapped or subclassed encoding is called as a module: its hooks see (and may change) every token's
         # encoding, and a subclass's own `forward` is not bypassed by the registered class's `rows`
-        registered = type(encoding) in ABSOLUTE_POSITION_ENCODINGS.values()
-        rows = getattr(encoding, "rows", None) if registered and plain_module(encoding, type(encoding)) else None
+        registered = plain_module_of(encoding, ABSOLUTE_POSITION_ENCODINGS.values())
+        rows = getattr(encoding, "rows", None) if registered else None
         rows = rows(content, positions) if rows is not None else None
         if rows is not None and rows[0].shape[0] < positions.mask.numel():
             table, index, *owners = rows  # owners: each row's modality, where a row belongs to one

@@ -50,6 +50,12 @@ def plain_module(module: nn.Module, kind: type[nn.Module]) -> bool:
     return type(module) is kind and "forward" not in vars(module) and not any(hooks) and not any(global_hooks)
 
 
+def plain_module_of(module: nn.Module, kinds) -> bool:
+    """Whether `module` is exactly one of `kinds` (a registry's classes: no subclass, whose own `forward` the
+    registered class's shortcuts would bypass) and plain (`plain_module`)."""
+    return type(module) in kinds and plain_module(module, type(module))
+
+
 @dataclass(frozen=True)
 class ModalityOrder:
     """The tokens of a `(batch, seq_len)` packed batch in modality order (stable: sequence order within a modality).

@@ -7,8 +7,9 @@ import copy
 
 import pytest
 import torch
-from conftest import batch_of, build_model, random_samples
-from test_wrapped_submodules import RICH, STEMMED
+from conftest import build_model
+from test_stems import STEMMED
+from test_wrapped_submodules import RICH, batch_for
 
 from modeling_posattn import PosAttnForSequenceClassification
 
@@ -47,8 +48,7 @@ def logits(model, batch) -> torch.Tensor:
 def case(request):
     overrides, targets = TARGETS[request.param]
     model = build_model(PosAttnForSequenceClassification, **overrides)
-    batch = batch_of(random_samples(lengths=((40, 10, 5), (18, 4, 0), (80, 20, 9))), model.config.modalities)
-    return model, targets, batch
+    return model, targets, batch_for(model)
 
 
 @pytest.mark.parametrize("case", list(TARGETS), indirect=True)

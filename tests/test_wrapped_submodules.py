@@ -9,16 +9,12 @@ import copy
 import pytest
 import torch
 from conftest import assert_same_results, batch_of, build_model, outputs_and_gradients, random_samples
+from test_stems import STEMMED
 from torch import nn
 
 from modeling_posattn import PosAttnForPreTraining, PosAttnModel
 from modeling_posattn.positional_encodings import SinusoidalPositionEncoding
 
-STEMMED = {
-    "video": {"input_dim": 6, "sampling_rate": 25.0, "stem": {"type": "conv", "kernel_size": 5, "stride": 2, "filters": 4}},
-    "audio": {"input_dim": 4, "sampling_rate": 100.0, "stem": {"type": "patch", "patch_size": [2, 2], "stride": 2}},
-    "text": {"vocab_size": 37, "sampling_rate": None},
-}
 RICH = dict(absolute_position_encoding="multiscale", position_fusion="gated", relative_position_encoding="time_rope")
 
 
